@@ -1,0 +1,5 @@
+import sys
+
+from lensearch.cli import main
+
+sys.exit(main())
