@@ -1,0 +1,118 @@
+"""``lensearch tune FILE.yaml`` — run a search; ``lensearch train RUN.yaml`` — train one configuration.
+
+Both go through the same machinery (Ray Tune driving Ray Train, MLflow logging from the driver), so a
+single training run is tracked exactly like a search trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="join an existing Ray cluster (default: start a local one, or join the one "
+                                     "already running on this machine)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite database under STORE)")
+    p.add_argument("--store", default="mlruns", type=Path,
+                   help="where searches, checkpoints and the default MLflow database live (default: ./mlruns)")
+    p.add_argument("--workers", type=int, help="Ray Train workers per trial (DDP when > 1)")
+    gpu = p.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", dest="gpu", action="store_const", const="on", help="train on GPU (NCCL)")
+    gpu.add_argument("--cpu", dest="gpu", action="store_const", const="off", help="train on CPU (gloo)")
+    p.add_argument("--no-log-checkpoints", action="store_true",
+                   help="do not copy best checkpoints into MLflow (their path is still tagged)")
+    p.add_argument("--quiet", action="store_true", help="no live progress lines")
+    p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "tune", help="run a hyperparameter/architecture search from a search-space YAML file",
+        description="Run a search: the YAML space is compiled into an Optuna define-by-run space, Ray Tune runs "
+                    "it with early stopping, each trial is a Ray Train (DDP) run, and MLflow logs every trial "
+                    "(one parent run per search, one child run per trial).",
+    )
+    p.add_argument("file", type=Path, help="search-space file, e.g. search_spaces/smoke.yaml")
+    p.add_argument("--num-samples", type=int, help="override budget.num_samples")
+    p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="SEARCH_DIR",
+                   help="continue an interrupted search (the latest one of this name, or SEARCH_DIR): finished "
+                        "trials are neither rerun nor logged twice; unfinished ones continue from their last "
+                        "checkpoint")
+    add_run_options(p)
+    p.set_defaults(func=run_tune)
+
+    t = sub.add_parser(
+        "train", help="train one configuration (the keys of one sampled point of a search space)",
+        description="Train one run configuration with Ray Train (DDP when --workers > 1), logged to MLflow like a "
+                    "search trial. RUN.yaml has sections data, model, discriminator, normalization, augment, "
+                    "optimizer, scheduler, loss, train (see lensearch/training/config.py).",
+    )
+    t.add_argument("file", type=Path, help="run configuration YAML")
+    t.add_argument("--epochs", type=int, help="override train.epochs")
+    t.add_argument("--name", help="name of the run (default: the file's stem)")
+    add_run_options(t)
+    t.set_defaults(func=run_train)
+
+
+def _options(args, **extra):
+    from lensearch.search.tuner import SearchOptions
+
+    return SearchOptions(address=args.address, tracking_uri=args.tracking_uri, store=args.store,
+                         workers=args.workers, gpu=args.gpu, log_checkpoints=not args.no_log_checkpoints,
+                         quiet=args.quiet, **extra)
+
+
+def _finish(outcome, args) -> int:
+    from lensearch.search.tuner import leaderboard, one_line_summary, summary_metrics
+
+    if args.json:
+        print(json.dumps({"name": outcome.name, "search_dir": str(outcome.search_dir),
+                          "parent_run_id": outcome.parent_run_id, "tracking_uri": outcome.tracking_uri,
+                          "summary": summary_metrics(outcome),
+                          "trials": [vars(r) for r in outcome.rows]}, default=str))
+    else:
+        print(leaderboard(outcome))
+        print(one_line_summary(outcome))
+    return 0 if outcome.best() is not None else 1
+
+
+def run_tune(args) -> int:
+    from lensearch.search.schema import load_search
+    from lensearch.search.tuner import run_search
+
+    search = load_search(args.file)
+    outcome = run_search(search, _options(args, num_samples=args.num_samples, max_epochs=args.max_epochs,
+                                          resume=args.resume))
+    return _finish(outcome, args)
+
+
+def run_train(args) -> int:
+    from lensearch.errors import UserError
+    from lensearch.search.schema import parse_search
+    from lensearch.search.tuner import run_search
+    from lensearch.training.config import MONITORABLE, load_run_config
+    from lensearch.training.validate import check_run_config
+
+    config = load_run_config(args.file)
+    try:
+        check_run_config(config)
+    except UserError as err:
+        raise UserError(f"{args.file}: {err}") from None
+    epochs = args.epochs or config["train"]["epochs"]
+    name = args.name or args.file.stem
+    # A one-point "search": same tracking and resources as a trial, no searcher and no early stopping.
+    search = parse_search({"name": name, "data": config["data"], "budget": {"num_samples": 1, "max_epochs": epochs},
+                           "scheduler": {"name": "none"}, "space": {"model": {"name": config["model"]["name"]}},
+                           "objective": {"metric": config["train"]["monitor"],
+                                         "mode": MONITORABLE[config["train"]["monitor"]]}},
+                          args.file)
+    outcome = run_search(search, _options(args), fixed_config=config)
+    row = outcome.rows[0] if outcome.rows else None
+    code = _finish(outcome, args)
+    if row is not None and not args.json:
+        print(f"checkpoint: {row.checkpoint or '(none written)'}", file=sys.stderr)
+    return code

@@ -1,0 +1,221 @@
+"""The search-space file schema — the one place that defines what a ``search_spaces/*.yaml`` may contain.
+
+A file has these top-level keys (all but ``space`` optional)::
+
+    name: gan                                  # search name (default: the file's stem)
+    data:      {path: ..., preset: tiny, count: 512, seed: 0}
+    objective: {metric: val_psnr, mode: max}   # or a list of them (multi-objective)
+    budget:    {num_samples: 16, max_epochs: 20, time_budget_s: null, max_concurrent: null}
+    scheduler: {name: asha, grace_period: 1, reduction_factor: 2}   # asha | hyperband | median | none
+    searcher:  {name: tpe, seed: 0, startup_trials: 4}              # tpe | random | cmaes | nsga2
+    resources: {workers: 1, gpu: auto, cpus_per_worker: 1, gpus_per_worker: 1}
+    space:     {...}                                               # see lensearch.search.space
+
+Every error names the file and the key path and says what was expected, e.g.
+``search_spaces/gan.yaml: budget.num_samples: expected an integer >= 1, got 'ten'``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from lensearch.errors import UserError
+from lensearch.training.config import DATA_DEFAULTS
+
+# Metrics an objective may name: what every trial reports.
+OBJECTIVE_METRICS = {"val_psnr", "val_ssim", "val_mse", "val_loss", "val_psnr_clean", "val_ssim_clean",
+                     "val_mse_clean", "params", "flops", "latency_ms", "train_loss"}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a section: default value and a check returning an error text (or None)."""
+
+    default: Any
+    check: Callable[[Any], str | None]
+
+
+def _int(low: int | None = None, allow_none: bool = False):
+    def check(v):
+        if v is None and allow_none:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low):
+            return f"expected an integer{f' >= {low}' if low is not None else ''}{' or null' if allow_none else ''}"
+        return None
+    return check
+
+
+def _num(low: float | None = None, allow_none: bool = False, exclusive: bool = False):
+    def check(v):
+        if v is None and allow_none:
+            return None
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if ok and low is not None:
+            ok = v > low if exclusive else v >= low
+        if not ok:
+            bound = f" {'>' if exclusive else '>='} {low}" if low is not None else ""
+            return f"expected a number{bound}{' or null' if allow_none else ''}"
+        return None
+    return check
+
+
+def _one_of(*values):
+    def check(v):
+        return None if v in values else f"expected one of {', '.join(map(str, values))}"
+    return check
+
+
+def _str_or_none(v):
+    return None if v is None or isinstance(v, str) else "expected a string or null"
+
+
+SECTIONS: dict[str, dict[str, Key]] = {
+    "data": {
+        "path": Key(DATA_DEFAULTS["path"], _str_or_none),
+        "preset": Key(DATA_DEFAULTS["preset"], _str_or_none),
+        "count": Key(DATA_DEFAULTS["count"], _int(16)),
+        "seed": Key(DATA_DEFAULTS["seed"], _int(0)),
+    },
+    "budget": {
+        "num_samples": Key(8, _int(1)),
+        "max_epochs": Key(10, _int(1)),
+        "time_budget_s": Key(None, _num(0, allow_none=True, exclusive=True)),
+        "max_concurrent": Key(None, _int(1, allow_none=True)),
+    },
+    "scheduler": {
+        "name": Key("asha", _one_of("asha", "hyperband", "median", "none")),
+        "grace_period": Key(1, _int(1)),
+        "reduction_factor": Key(2, _num(1, exclusive=True)),
+        "min_samples_required": Key(2, _int(1)),
+    },
+    "searcher": {
+        "name": Key("tpe", _one_of("tpe", "random", "cmaes", "nsga2")),
+        "seed": Key(0, _int(0)),
+        "startup_trials": Key(4, _int(0)),
+    },
+    "resources": {
+        "workers": Key(1, _int(1)),
+        "gpu": Key("auto", _one_of("auto", "on", "off", True, False)),
+        "cpus_per_worker": Key(1.0, _num(0, exclusive=True)),
+        "gpus_per_worker": Key(1.0, _num(0, exclusive=True)),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: str
+
+
+@dataclass
+class SearchFile:
+    """A validated search-space file."""
+
+    path: Path
+    name: str
+    data: dict[str, Any]
+    objectives: list[Objective]
+    budget: dict[str, Any]
+    scheduler: dict[str, Any]
+    searcher: dict[str, Any]
+    resources: dict[str, Any]
+    space: Any                                   # compiled lensearch.search.space.Space
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def primary(self) -> Objective:
+        return self.objectives[0]
+
+
+def _section(raw: Any, name: str) -> dict[str, Any]:
+    keys = SECTIONS[name]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{name}: expected a mapping, got {raw!r}")
+    out = {}
+    for key, value in raw.items():
+        if key not in keys:
+            raise UserError(f"{name}.{key}: unknown key; valid keys: {', '.join(keys)}")
+        problem = keys[key].check(value)
+        if problem:
+            raise UserError(f"{name}.{key}: {problem}, got {value!r}")
+        out[key] = value
+    return {key: out.get(key, spec.default) for key, spec in keys.items()}
+
+
+def _objectives(raw: Any) -> list[Objective]:
+    if raw is None:
+        raw = {"metric": "val_psnr", "mode": "max"}
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise UserError("objective: expected a mapping or a non-empty list, got []")
+    out = []
+    for i, item in enumerate(items):
+        where = f"objective[{i}]" if isinstance(raw, list) else "objective"
+        if not isinstance(item, dict) or set(item) - {"metric", "mode"}:
+            raise UserError(f"{where}: expected a mapping with keys metric and mode, got {item!r}")
+        metric, mode = item.get("metric"), item.get("mode", "max")
+        if metric not in OBJECTIVE_METRICS:
+            raise UserError(f"{where}.metric: expected one of {', '.join(sorted(OBJECTIVE_METRICS))}, got {metric!r}")
+        if mode not in ("max", "min"):
+            raise UserError(f"{where}.mode: expected max or min, got {mode!r}")
+        out.append(Objective(metric, mode))
+    if len({o.metric for o in out}) != len(out):
+        raise UserError("objective: the same metric appears twice")
+    return out
+
+
+TOP_LEVEL = ("name", "data", "objective", "budget", "scheduler", "searcher", "resources", "space")
+
+
+def parse_search(raw: Any, path: Path) -> SearchFile:
+    """Validate a loaded YAML document; errors are prefixed by the caller with the file name."""
+    from lensearch.search.space import compile_space
+
+    if not isinstance(raw, dict):
+        raise UserError(f"expected a mapping at the top level, got {type(raw).__name__}")
+    unknown = [k for k in raw if k not in TOP_LEVEL]
+    if unknown:
+        raise UserError(f"{unknown[0]}: unknown top-level key; valid keys: {', '.join(TOP_LEVEL)}")
+    if "space" not in raw:
+        raise UserError("space: missing (the parameters to search)")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name.replace("-", "_").replace(".", "_").isidentifier():
+        raise UserError(f"name: expected a simple name (letters, digits, - _ .), got {name!r}")
+    objectives = _objectives(raw.get("objective"))
+    searcher = _section(raw.get("searcher"), "searcher")
+    if len(objectives) > 1 and searcher["name"] == "cmaes":
+        raise UserError("searcher.name: cmaes supports one objective only; use tpe, nsga2 or random")
+    return SearchFile(
+        path=path, name=name, data=_section(raw.get("data"), "data"), objectives=objectives,
+        budget=_section(raw.get("budget"), "budget"), scheduler=_section(raw.get("scheduler"), "scheduler"),
+        searcher=searcher, resources=_section(raw.get("resources"), "resources"),
+        space=compile_space(raw["space"]), raw=raw,
+    )
+
+
+def load_search(path: str | Path) -> SearchFile:
+    """Read and validate a search-space file. Every error names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such search-space file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    try:
+        return parse_search(raw, path)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None

@@ -1,0 +1,211 @@
+"""MLflow: one parent run per search, one child run per trial, all logged from the driver process.
+
+Logging from the driver only avoids SQLite write contention ("database is locked") and keeps workers free
+of MLflow. The default store is a SQLite database under the project's ``mlruns/`` folder with artifacts
+beside it (MLflow 3.17 refuses the plain ``./mlruns`` file store); ``--tracking-uri`` points elsewhere.
+
+Child runs get every sampled parameter under its path-qualified name (``model``, ``model.rdn.num_blocks``),
+per-epoch metrics with ``step = epoch``, a final ``state`` tag (``completed``, ``stopped early at epoch k``,
+``errored: <reason>``), the sample grid (LR | bicubic | SR | HR | residual) and the best checkpoint.
+
+Which MLflow run belongs to which trial is kept in ``mlflow_runs.json`` in the search directory, so a
+resumed search keeps logging into the same runs and never logs a finished trial twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from lensearch import __version__
+
+STATE_FILE = "mlflow_runs.json"
+# Result keys that are bookkeeping rather than metrics.
+_SKIP = {"training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "time_since_restore",
+         "iterations_since_restore", "pid", "done", "epoch"}
+
+
+def default_store(root: Path | None = None) -> Path:
+    return (Path(root or Path.cwd()) / "mlruns").resolve()
+
+
+def default_tracking_uri(store: Path) -> str:
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def get_experiment_id(client, name: str, store: Path | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (store / "artifacts" / name).as_uri() if store is not None else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def versions() -> dict[str, str]:
+    import optuna
+    import ray
+    import torch
+
+    return {"lensearch": __version__, "ray": ray.__version__, "torch": torch.__version__,
+            "optuna": optuna.__version__, "python": platform.python_version()}
+
+
+def _numeric(result: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in result.items():
+        if key in _SKIP or key.startswith("config") or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+class MLflowTracker(Callback):
+    """A Ray Tune callback that mirrors the search into MLflow.
+
+    ``search_info``: ``name``, ``max_epochs``, ``objectives`` (list of (metric, mode)), ``params`` (dict
+    logged on the parent), ``artifacts`` (files logged on the parent), ``tags``.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, search_dir: Path, search_info: dict[str, Any],
+                 store: Path | None = None):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.search_dir = Path(search_dir)
+        self.info = search_info
+        self.store = store
+        self._client = None
+        self._state = {"parent": None, "trials": {}, "finished": []}
+
+    # -- helpers ------------------------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _save_state(self) -> None:
+        path = self.search_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._state, indent=1))
+        os.replace(tmp, path)
+
+    @property
+    def parent_run_id(self) -> str:
+        return self._state["parent"]
+
+    def run_id(self, trial_id: str) -> str | None:
+        return self._state["trials"].get(trial_id)
+
+    # -- Tune callback hooks ------------------------------------------------------------------------
+    def setup(self, **info):
+        self.search_dir.mkdir(parents=True, exist_ok=True)
+        path = self.search_dir / STATE_FILE
+        if path.exists():
+            self._state = json.loads(path.read_text())
+        exp_id = get_experiment_id(self.client, self.experiment, self.store)
+        if self._state["parent"] is None:
+            tags = {"lensearch.kind": "search", "lensearch.search_dir": str(self.search_dir),
+                    **{f"version.{k}": v for k, v in versions().items()}, **self.info.get("tags", {})}
+            run = self.client.create_run(exp_id, run_name=self.info["name"], tags=tags)
+            self._state["parent"] = run.info.run_id
+            for key, value in self.info.get("params", {}).items():
+                self.client.log_param(run.info.run_id, key, str(value)[:6000])
+            for artifact in self.info.get("artifacts", []):
+                self.client.log_artifact(run.info.run_id, str(artifact))
+        else:
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            self.client.set_tag(self.parent_run_id, "lensearch.resumed", "true")
+        self._save_state()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial.trial_id)
+        if run_id is not None:           # restarted after a resume: keep logging into the same run
+            self.client.update_run(run_id, status="RUNNING")
+            return
+        exp_id = get_experiment_id(self.client, self.experiment, self.store)
+        tags = {"mlflow.parentRunId": self.parent_run_id, "lensearch.kind": "trial",
+                "lensearch.trial_id": trial.trial_id, "lensearch.search": self.info["name"]}
+        run = self.client.create_run(exp_id, run_name=f"{self.info['name']}-{trial.trial_id}", tags=tags)
+        self._state["trials"][trial.trial_id] = run.info.run_id
+        self._save_state()
+        for key, value in sorted(trial.config.items()):
+            self.client.log_param(run.info.run_id, key, str(value)[:6000])
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self.run_id(trial.trial_id)
+        if run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        ts = int(result.get("timestamp", 0) * 1000)
+        metrics = [Metric(k, v, ts, step) for k, v in _numeric(result).items()]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        epoch = int((trial.last_result or {}).get("epoch", 0))
+        max_epochs = self.info["max_epochs"]
+        state = "completed" if epoch >= max_epochs else f"stopped early at epoch {epoch}"
+        self._finish(trial, "FINISHED", state)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "FAILED", f"errored: {trial_error_message(trial)}")
+
+    def _finish(self, trial, status: str, state: str) -> None:
+        run_id = self.run_id(trial.trial_id)
+        if run_id is None or trial.trial_id in self._state["finished"]:
+            return
+        self.client.set_tag(run_id, "state", state[:5000])
+        trial_dir = self.info["trials_dir"] / trial.trial_id
+        samples = trial_dir / "samples.png"
+        if samples.exists():
+            self.client.log_artifact(run_id, str(samples))
+        best = trial_dir / "checkpoints" / "best.pt"
+        if best.exists():
+            self.client.set_tag(run_id, "checkpoint", str(best))
+            if self.info.get("log_checkpoints", True):
+                self.client.log_artifact(run_id, str(best), artifact_path="checkpoint")
+        self.client.set_terminated(run_id, status=status)
+        self._state["finished"].append(trial.trial_id)
+        self._save_state()
+
+    def finish_search(self, summary: dict[str, Any], leaderboard_text: str, status: str = "FINISHED") -> None:
+        """Log the outcome on the parent run and close it."""
+        run_id = self.parent_run_id
+        if run_id is None:
+            return
+        for key, value in summary.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.client.log_metric(run_id, f"best_{key}" if not key.startswith("best") else key, float(value))
+            elif value is not None:
+                self.client.set_tag(run_id, f"summary.{key}", str(value)[:5000])
+        self.client.log_text(run_id, leaderboard_text, "leaderboard.txt")
+        self.client.set_terminated(run_id, status=status)
+
+
+def trial_error_message(trial) -> str:
+    """The last line of a trial's error, for a one-line state."""
+    text = ""
+    try:
+        err = trial.get_error()
+        text = str(err) if err is not None else ""
+    except Exception:
+        pass
+    if not text and getattr(trial, "error_file", None) and Path(trial.error_file).exists():
+        text = Path(trial.error_file).read_text()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "non-finite" in line or line.startswith(("RuntimeError", "ValueError", "UserError")):
+            return line[:500]
+    return (lines[-1] if lines else "unknown error")[:500]

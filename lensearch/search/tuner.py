@@ -1,0 +1,414 @@
+"""Assembling and running a search: Ray Tune + OptunaSearch (seeded sampler) + an early-stopping scheduler,
+one Ray Train run per trial, MLflow logging from the driver, resume, and the final leaderboard.
+
+Layout of one search on disk (``<store>/searches/<name>-<timestamp>/``): Tune's experiment state, the
+search file copy, ``mlflow_runs.json`` and ``trials/<trial_id>/{checkpoints/{best,last}.pt, samples.png}``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from lensearch.errors import expect
+from lensearch.search.schema import SearchFile
+from lensearch.search.tracking import trial_error_message
+from lensearch.training.config import resolve_run_config
+from lensearch.training.runner import Resources, describe_failure
+
+SEARCHES = "searches"
+TRIALS = "trials"
+COST_METRICS = ("params", "flops", "latency_ms")
+
+
+# ------------------------------------------------------------------------------------------ searcher
+def _sampler(searcher: dict[str, Any], multi: bool):
+    import optuna
+
+    seed, startup = searcher["seed"], searcher["startup_trials"]
+    kinds = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
+                                                  group=True, constant_liar=True),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup,
+                                                      warn_independent_sampling=False),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+    }
+    return kinds[searcher["name"]]()
+
+
+def make_searcher(search: SearchFile, max_epochs: int):
+    """OptunaSearch that tells Optuna the truth about early-stopped trials.
+
+    Ray's OptunaSearch reports a trial stopped by the scheduler as COMPLETE with its last (partial) value,
+    which makes an early-stopped trial look like a finished one and biases TPE toward configurations that
+    look good early. Here every epoch's value is reported as an intermediate value (step = epoch), and a
+    trial that ends before ``max_epochs`` without error is told as PRUNED: Optuna keeps its last
+    intermediate value but ranks it below every completed trial.
+    """
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class PruneAwareOptunaSearch(OptunaSearch):
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if isinstance(self.metric, list) or trial_id in self._completed_trials:
+                return
+            value, epoch = result.get(self.metric), result.get("epoch")
+            if value is not None and epoch is not None and math.isfinite(value):
+                self._ot_trials[trial_id].report(float(value), int(epoch))
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            stopped_early = (not error and result is not None
+                             and int(result.get("epoch", max_epochs)) < max_epochs)
+            if stopped_early and trial_id not in self._completed_trials:
+                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+                self._completed_trials.add(trial_id)
+                return
+            super().on_trial_complete(trial_id, result, error)
+
+    metrics = [o.metric for o in search.objectives]
+    modes = [o.mode for o in search.objectives]
+    multi = len(metrics) > 1
+    return PruneAwareOptunaSearch(
+        space=search.space.suggest,
+        metric=metrics if multi else metrics[0],
+        mode=modes if multi else modes[0],
+        sampler=_sampler(search.searcher, multi),
+    )
+
+
+def make_scheduler(search: SearchFile, max_epochs: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+
+    cfg, obj = search.scheduler, search.primary
+    common = {"time_attr": "epoch", "metric": obj.metric, "mode": obj.mode}
+    grace = min(cfg["grace_period"], max_epochs)
+    builders = {
+        "asha": lambda: ASHAScheduler(max_t=max_epochs, grace_period=grace,
+                                      reduction_factor=cfg["reduction_factor"], **common),
+        "hyperband": lambda: HyperBandScheduler(max_t=max_epochs, reduction_factor=cfg["reduction_factor"],
+                                                **common),
+        "median": lambda: MedianStoppingRule(grace_period=grace, min_samples_required=cfg["min_samples_required"],
+                                             **common),
+        "none": FIFOScheduler,
+    }
+    return builders[cfg["name"]]()
+
+
+# ------------------------------------------------------------------------------------------ the trial
+def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
+    """The Tune trainable: materialise the sampled point into a run configuration and train it."""
+    from ray import tune
+
+    from lensearch.training.runner import run_in_trial
+
+    space = setup["space"]
+    config = space.materialize(params) if space is not None else dict(setup["config"])
+    config["train"] = {**(config.get("train") or {}), "epochs": setup["max_epochs"]}
+    config["data"] = setup["data"]
+    config = resolve_run_config(config)
+    trial_id = tune.get_context().get_trial_id()
+    run = {**setup["run"], "dir": str(Path(setup["trials_dir"]) / trial_id)}
+    run_in_trial(config, run, setup["resources"], name=trial_id)
+
+
+# ------------------------------------------------------------------------------------------ progress
+class ProgressPrinter(Callback):
+    """One line per trial event on stderr: start, each epoch's objective, end state."""
+
+    def __init__(self, metric: str, max_epochs: int, stream=None):
+        self.metric, self.max_epochs, self.stream = metric, max_epochs, stream or sys.stderr
+        self.t0 = time.time()
+
+    def _say(self, text: str) -> None:
+        print(f"[{time.time() - self.t0:7.1f}s] {text}", file=self.stream, flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        keys = ", ".join(f"{k}={_short(v)}" for k, v in sorted(trial.config.items()))
+        self._say(f"trial {trial.trial_id} started: {keys}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.metric)
+        shown = f"{value:.4f}" if isinstance(value, (int, float)) else value
+        self._say(f"trial {trial.trial_id} epoch {result.get('epoch')}/{self.max_epochs} "
+                  f"{self.metric}={shown} ({result.get('epoch_time_s', 0):.1f}s)")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        epoch = (trial.last_result or {}).get("epoch", 0)
+        state = "completed" if epoch >= self.max_epochs else f"stopped early at epoch {epoch}"
+        self._say(f"trial {trial.trial_id} {state}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._say(f"trial {trial.trial_id} errored: {trial_error_message(trial)}")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+# ------------------------------------------------------------------------------------------ running
+@dataclass
+class SearchOptions:
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    address: str | None = None
+    tracking_uri: str | None = None
+    store: Path = field(default_factory=lambda: Path("mlruns"))
+    resume: bool | str = False           # True: latest search of this name; str: a search directory
+    workers: int | None = None
+    gpu: str | None = None               # auto | on | off
+    log_checkpoints: bool = True
+    quiet: bool = False
+    root: Path = field(default_factory=Path.cwd)
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    state: str
+    epochs: int
+    best: dict[str, float]
+    params: dict[str, Any]
+    checkpoint: str | None
+    run_id: str | None
+
+
+@dataclass
+class SearchOutcome:
+    name: str
+    search_dir: Path
+    objectives: list[tuple[str, str]]
+    rows: list[TrialRow]
+    parent_run_id: str | None
+    tracking_uri: str
+    seconds: float
+
+    @property
+    def finished(self) -> list[TrialRow]:
+        return [r for r in self.rows if r.epochs > 0 and r.best]
+
+    def best(self) -> TrialRow | None:
+        metric, mode = self.objectives[0]
+        rows = [r for r in self.finished if metric in r.best]
+        if not rows:
+            return None
+        return (max if mode == "max" else min)(rows, key=lambda r: r.best[metric])
+
+
+def _resolve_search_dir(search: SearchFile, searches: Path, resume: bool | str) -> tuple[Path, bool]:
+    if isinstance(resume, str):
+        path = Path(resume).resolve()
+        expect(path.is_dir(), f"--resume {resume}: no such search directory")
+        return path, True
+    if resume:
+        candidates = sorted(p for p in searches.glob(f"{search.name}-*") if p.is_dir())
+        expect(candidates, f"--resume: no earlier search named '{search.name}' under {searches}")
+        return candidates[-1], True
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = searches / f"{search.name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = searches / f"{search.name}-{stamp}-{n}"
+    return path, False
+
+
+def _resources(search: SearchFile, opts: SearchOptions, cluster: dict[str, float]) -> Resources:
+    res = search.resources
+    gpu = opts.gpu or res["gpu"]
+    use_gpu = {"auto": None, "on": True, "off": False, True: True, False: False}[gpu]
+    return Resources(workers=opts.workers or res["workers"], use_gpu=use_gpu,
+                     cpus_per_worker=float(res["cpus_per_worker"]),
+                     gpus_per_worker=float(res["gpus_per_worker"])).resolved(cluster)
+
+
+def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[str, Any] | None = None) -> SearchOutcome:
+    """Run (or resume) ``search``. With ``fixed_config`` the space is ignored and one configuration is
+    trained (``lensearch train``), tracked exactly like a search trial."""
+    from ray import tune
+
+    from lensearch.search.tracking import MLflowTracker, default_tracking_uri, versions
+    from lensearch.training.cluster import connect
+    from lensearch.training.runner import prepare_data
+
+    t0 = time.time()
+    budget = dict(search.budget)
+    if opts.num_samples is not None:
+        budget["num_samples"] = opts.num_samples
+    if opts.max_epochs is not None:
+        budget["max_epochs"] = opts.max_epochs
+    max_epochs = budget["max_epochs"]
+    store = (opts.root / opts.store).resolve() if not Path(opts.store).is_absolute() else Path(opts.store)
+    tracking_uri = opts.tracking_uri or default_tracking_uri(store)
+    searches = store / SEARCHES
+    search_dir, resuming = _resolve_search_dir(search, searches, opts.resume)
+
+    run_info = prepare_data(search.data, opts.root, progress=not opts.quiet)
+    handle = connect(opts.address)
+    try:
+        cluster = handle.resources()
+        resources = _resources(search, opts, cluster)
+        concurrency = budget["max_concurrent"] or resources.max_concurrent(cluster)
+        search_dir.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            shutil.copyfile(search.path, search_dir / "search.yaml")
+        trials_dir = search_dir / TRIALS
+        setup = {"space": None if fixed_config is not None else search.space, "config": fixed_config,
+                 "max_epochs": max_epochs, "data": search.data, "run": run_info,
+                 "trials_dir": str(trials_dir), "resources": resources}
+        trainable = tune.with_resources(tune.with_parameters(trial_function, setup=setup),
+                                        resources.trial_bundle())
+        primary = search.primary
+        info = {
+            "name": search.name, "max_epochs": max_epochs, "trials_dir": trials_dir,
+            "objectives": [(o.metric, o.mode) for o in search.objectives],
+            "log_checkpoints": opts.log_checkpoints,
+            "params": {"num_samples": budget["num_samples"], "max_epochs": max_epochs,
+                       "scheduler": search.scheduler["name"], "searcher": search.searcher["name"],
+                       "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,
+                       "use_gpu": bool(resources.use_gpu), "max_concurrent": concurrency,
+                       "data": run_info["data_path"],
+                       "objective": ", ".join(f"{o.metric} {o.mode}" for o in search.objectives)},
+            "artifacts": [search_dir / "search.yaml"],
+            "tags": {"lensearch.search_file": str(search.path)},
+        }
+        tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=store)
+        callbacks = [tracker] + ([] if opts.quiet else [ProgressPrinter(primary.metric, max_epochs)])
+        if not opts.quiet:
+            print(f"lensearch: search '{search.name}' -> {search_dir}\n"
+                  f"lensearch: {budget['num_samples']} trials x <= {max_epochs} epochs, {resources.workers} "
+                  f"worker(s)/trial ({resources.cpus_per_worker:g} CPU{' + GPU' if resources.use_gpu else ''}"
+                  f" each), up to {concurrency} at once; MLflow: {tracking_uri}", file=sys.stderr, flush=True)
+        if resuming and tune.Tuner.can_restore(str(search_dir)):
+            tuner = tune.Tuner.restore(str(search_dir), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+        else:
+            expect(not resuming, f"--resume: {search_dir} holds no restorable search state")
+            if fixed_config is not None:
+                tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=1)
+            else:
+                tune_config = tune.TuneConfig(
+                    search_alg=make_searcher(search, max_epochs), scheduler=make_scheduler(search, max_epochs),
+                    num_samples=budget["num_samples"], max_concurrent_trials=concurrency,
+                    time_budget_s=budget["time_budget_s"])
+            tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=tune.RunConfig(
+                name=search_dir.name, storage_path=str(search_dir.parent), callbacks=callbacks, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0)))
+        grid = tuner.fit()
+        outcome = _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, time.time() - t0)
+        board = leaderboard(outcome)
+        tracker.finish_search(summary_metrics(outcome), board)
+        return outcome
+    finally:
+        handle.close()
+
+
+def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, seconds) -> SearchOutcome:
+    rows = []
+    objectives = [(o.metric, o.mode) for o in search.objectives]
+    for result in grid:
+        df = result.metrics_dataframe
+        tid = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        best: dict[str, float] = {}
+        epochs = 0
+        if df is not None and len(df) and "epoch" in df:
+            epochs = int(df["epoch"].max())
+            metric, mode = objectives[0]
+            if metric in df:
+                idx = df[metric].idxmax() if mode == "max" else df[metric].idxmin()
+                row = df.loc[idx]
+                best = {k: float(row[k]) for k in ("val_psnr", "val_ssim", "val_mse", "val_psnr_clean",
+                                                   "val_ssim_clean", *COST_METRICS, "epoch")
+                        if k in row and row[k] == row[k]}
+                for m, _ in objectives:
+                    best[m] = float(row[m])
+        if result.error is not None:
+            state = f"errored: {describe_failure(result.error)}"
+        elif epochs >= max_epochs:
+            state = "completed"
+        else:
+            state = f"stopped early at epoch {epochs}"
+        ckpt = Path(search_dir) / TRIALS / tid / "checkpoints" / "best.pt"
+        params = {k: v for k, v in (result.config or {}).items()}
+        rows.append(TrialRow(tid, state, epochs, best, params, str(ckpt) if ckpt.exists() else None,
+                             tracker.run_id(tid)))
+    return SearchOutcome(search.name, Path(search_dir), objectives, rows, tracker.parent_run_id, tracking_uri,
+                         seconds)
+
+
+def summary_metrics(outcome: SearchOutcome) -> dict[str, Any]:
+    best = outcome.best()
+    states = [r.state.split(":")[0].split(" at ")[0] for r in outcome.rows]
+    out: dict[str, Any] = {
+        "trials": len(outcome.rows), "completed": states.count("completed"),
+        "stopped_early": states.count("stopped early"), "errored": states.count("errored"),
+        "seconds": round(outcome.seconds, 1),
+    }
+    if best is not None:
+        out.update({f"best_{k}": v for k, v in best.best.items()})
+        out["best_trial"] = best.trial_id
+        out["best_checkpoint"] = best.checkpoint
+    return out
+
+
+def pareto_front(outcome: SearchOutcome) -> list[TrialRow]:
+    """Trials not dominated on all objectives (multi-objective searches)."""
+    rows = [r for r in outcome.finished if all(m in r.best for m, _ in outcome.objectives)]
+
+    def better_eq(a, b):
+        return all((a.best[m] >= b.best[m]) if mode == "max" else (a.best[m] <= b.best[m])
+                   for m, mode in outcome.objectives)
+
+    return [r for r in rows if not any(better_eq(o, r) and o.best != r.best for o in rows if o is not r)]
+
+
+def leaderboard(outcome: SearchOutcome, top: int = 10) -> str:
+    """The final table: top trials by the first objective, their key parameters and metrics."""
+    metric, mode = outcome.objectives[0]
+    ranked = sorted(outcome.finished, key=lambda r: r.best.get(metric, -math.inf if mode == "max" else math.inf),
+                    reverse=mode == "max")
+    front = {r.trial_id for r in pareto_front(outcome)} if len(outcome.objectives) > 1 else set()
+    cols = [m for m, _ in outcome.objectives] + [c for c in ("val_psnr", "val_ssim", "params") if
+                                                 c not in {m for m, _ in outcome.objectives}]
+    lines = [f"{'rank':<5}{'trial':<13}{'state':<26}" + "".join(f"{c:>13}" for c in cols) + "  key params"]
+    for i, row in enumerate(ranked[:top], 1):
+        vals = "".join(f"{_fmt(row.best.get(c)):>13}" for c in cols)
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(row.params.items())
+                           if k in ("model", "normalization", "optimizer") or k.endswith(".lr"))
+        mark = "*" if row.trial_id in front else ""
+        lines.append(f"{i:<5}{row.trial_id + mark:<13}{row.state[:25]:<26}{vals}  {params}")
+    for row in outcome.rows:
+        if row not in ranked:
+            lines.append(f"{'-':<5}{row.trial_id:<13}{row.state[:80]}")
+    if front:
+        lines.append("* on the Pareto front of " + ", ".join(f"{m} ({mode})" for m, mode in outcome.objectives))
+    best = outcome.best()
+    if best is not None:
+        lines.append(f"best checkpoint: {best.checkpoint}")
+    return "\n".join(lines)
+
+
+def one_line_summary(outcome: SearchOutcome) -> str:
+    s = summary_metrics(outcome)
+    metric, _ = outcome.objectives[0]
+    best = outcome.best()
+    head = (f"search '{outcome.name}': {s['trials']} trials ({s['completed']} completed, {s['stopped_early']} "
+            f"stopped early, {s['errored']} errored) in {s['seconds']:.0f}s")
+    if best is None:
+        return head + "; no trial finished an epoch"
+    return head + f"; best {metric} {best.best[metric]:.4f} (trial {best.trial_id}, MLflow run {best.run_id})"
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1e5:
+        return f"{value:.3g}"
+    return f"{value:.4f}"

@@ -1,0 +1,65 @@
+"""Connecting to Ray: an explicit ``--address``, the Ray instance this process already runs (tests), or a new
+local instance with the dashboard on.
+
+The dashboard (``ray[default]``) is not decoration: Ray Train's placement-group cleaner needs the state
+API, and without it every early-stopped trial leaks its CPUs (see the stack notes). A second local Ray
+instance on the same host confuses that cleaner, so when one is already running here we join it instead
+of starting another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from lensearch.errors import UserError
+
+
+@dataclass
+class RayHandle:
+    """What :func:`connect` did; ``close()`` shuts Ray down only if we started or joined it here."""
+
+    owned: bool
+    address: str
+
+    def resources(self) -> dict[str, float]:
+        import ray
+
+        return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+    def close(self) -> None:
+        import ray
+
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+
+
+def _running_local_instance() -> str | None:
+    try:
+        from ray._private.services import find_gcs_addresses
+
+        found = list(find_gcs_addresses())
+    except Exception:  # pragma: no cover - private API moved
+        return None
+    return found[0] if len(found) == 1 else None
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> RayHandle:
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if ray.is_initialized():
+        return RayHandle(owned=False, address=ray.get_runtime_context().gcs_address)
+    kwargs = {"log_to_driver": not quiet, "logging_level": logging.WARNING if quiet else logging.INFO}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        elif (existing := _running_local_instance()) is not None:
+            ray.init(address=existing, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=True, **kwargs)
+    except ConnectionError as err:
+        raise UserError(f"--address {address}: cannot connect to a Ray cluster ({err})") from None
+    return RayHandle(owned=True, address=ray.get_runtime_context().gcs_address)

@@ -1,0 +1,245 @@
+"""The training loop that every run and every search trial executes on each worker.
+
+``train_worker(payload)`` is the function Ray Train runs on each worker (``payload = {"config": run
+config, "run": run info}``); :func:`fit` is the same loop for any :class:`RunContext` (a single-worker
+Tune trial, or a plain process in tests and benchmarks).
+
+One epoch = one report. Each report carries ``epoch``, ``train_loss``, ``lr``, ``epoch_time_s``,
+``images_per_s`` (training images per second over all workers), and the validation metrics
+``val_psnr``, ``val_ssim``, ``val_mse``, ``val_loss`` (plus ``*_clean`` against noise-free HR when the
+file holds it). Validation metrics are summed over *all* workers' shards and divided by the global
+count, on images put back into data units (normalization inverted) and unit-scaled by the reference HR
+(the DeepLense convention, see :mod:`lensearch.metrics`).
+
+Checkpoints live in ``run["dir"]/checkpoints``: ``last.pt`` every epoch and ``best.pt`` when the
+monitored metric improves, written by rank 0 atomically. A run that finds ``last.pt`` continues after
+its epoch (resume after an interruption).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from lensearch import metrics as M
+from lensearch.data.store import SRDataset
+from lensearch.data.transforms import build_augment, build_normalization
+from lensearch.models import registry
+from lensearch.models.cost import model_cost
+from lensearch.training.checkpoint import load_checkpoint, save_checkpoint
+from lensearch.training.config import MONITORABLE, split_choice
+from lensearch.training.context import RayTrainContext, RunContext, set_threads, unwrap
+from lensearch.training.losses import AdversarialLoss, build_generator_loss
+from lensearch.training.optim import build_scheduler
+from lensearch.training.steps import STEPS, Amp, GanStep
+
+SAMPLE_GRID = "samples.png"
+
+
+def train_worker(payload: dict[str, Any]) -> None:
+    """Entry point for Ray Train workers (``TorchTrainer(train_loop_per_worker=train_worker)``)."""
+    set_threads(payload["run"].get("threads"))
+    fit(payload["config"], payload["run"], RayTrainContext())
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _loader(dataset, ctx: RunContext, batch_size: int, *, train: bool, workers: int, seed: int):
+    """Training data: a DistributedSampler over all ranks. Validation: this rank's strided shard (no padding,
+    so every image is counted exactly once across ranks)."""
+    if train:
+        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                     seed=seed, drop_last=ctx.world_size > 1)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                          drop_last=len(dataset) // ctx.world_size > batch_size,
+                          persistent_workers=workers > 0)
+    shard = Subset(dataset, list(range(ctx.rank, len(dataset), ctx.world_size)))
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+def _monitored(metrics: dict[str, float], name: str) -> float:
+    value = metrics.get(name)
+    if value is None:
+        raise ValueError(f"train.monitor: {name} is not reported (no hr_clean in the data?)")
+    return value
+
+
+def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """Train ``config`` (a resolved run configuration); returns the last epoch's metrics.
+
+    ``run`` keys: ``data_path`` (absolute HDF5 path), ``dir`` (checkpoint/artifact directory, absolute),
+    ``stats`` (train-split statistics for the normalization), ``scale``, ``in_channels``, ``threads``.
+    """
+    tcfg = config["train"]
+    seed = int(tcfg["seed"])
+    _seed_everything(seed + ctx.rank)
+    run_dir = Path(run["dir"])
+    ckpt_dir = run_dir / "checkpoints"
+
+    model_name, model_params = split_choice(config["model"], "model")
+    spec = registry.get(model_name)
+    generator = registry.build(model_name, scale=run["scale"], in_channels=run.get("in_channels", 1),
+                               **model_params)
+    norm = build_normalization(config["normalization"], run.get("stats"))
+    loss_cfg = dict(config["loss"])
+    adversarial = loss_cfg.pop("adversarial", "ragan")
+    gen_loss = build_generator_loss(loss_cfg)
+    amp = Amp(tcfg["amp"], ctx.device)
+    if spec.kind == "gan":
+        disc = registry.build_discriminator(spec.discriminator, in_channels=run.get("in_channels", 1),
+                                            **config["discriminator"])
+        step = GanStep(ctx, generator, config, gen_loss, amp, discriminator=disc,
+                       adversarial=AdversarialLoss(adversarial))
+    else:
+        step = STEPS[spec.kind](ctx, generator, config, gen_loss, amp)
+
+    with_clean = bool(run.get("has_clean"))
+    train_set = SRDataset(run["data_path"], split="train", augment=build_augment(config["augment"]),
+                          with_clean=False)
+    val_set = SRDataset(run["data_path"], split="val", with_clean=with_clean)
+    if tcfg["val_max_images"] and len(val_set) > tcfg["val_max_images"]:
+        val_set = Subset(val_set, list(range(tcfg["val_max_images"])))
+    bs = tcfg["batch_size"]
+    train_loader = _loader(train_set, ctx, bs, train=True, workers=tcfg["num_workers_loader"], seed=seed)
+    val_loader = _loader(val_set, ctx, max(bs, 16), train=False, workers=0, seed=seed)
+
+    monitor = tcfg["monitor"]
+    mode = MONITORABLE[monitor]
+    schedule = None
+    if step.opt_g is not None:
+        schedule = build_scheduler(step.opt_g, config["scheduler"], epochs=tcfg["epochs"],
+                                   steps_per_epoch=len(train_loader), mode=mode)
+    ema = None
+    if tcfg["ema_decay"] > 0 and step.trainable:
+        ema = torch.optim.swa_utils.AveragedModel(
+            generator, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tcfg["ema_decay"]))
+
+    # Cost of one forward pass on one validation-sized LR image (for quality-vs-cost objectives).
+    lr_shape = (1, *val_set[0]["lr"].shape)
+    cost = model_cost(generator.to(ctx.device), lr_shape, repeats=5)
+
+    start_epoch, best = 1, None
+    state = load_checkpoint(ckpt_dir / "last.pt", map_location=ctx.device)
+    if state is not None:
+        generator.load_state_dict(state["model"])
+        step.load_state_dict(state["step"])
+        if schedule is not None:
+            schedule.load_state_dict(state.get("scheduler") or {})
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        start_epoch, best = state["epoch"] + 1, state.get("best")
+
+    last: dict[str, Any] = {}
+    for epoch in range(start_epoch, tcfg["epochs"] + 1):
+        t0 = time.perf_counter()
+        train_sums = torch.zeros(2, dtype=torch.float64)  # loss sum, image count
+        if step.trainable:
+            step.g.train()
+            if isinstance(train_loader.sampler, DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)
+            for i, batch in enumerate(train_loader):
+                lr_raw = batch["lr"].to(ctx.device, non_blocking=True)
+                hr_raw = batch["hr"].to(ctx.device, non_blocking=True)
+                out = step.train_batch(norm.apply(lr_raw, lr_raw), norm.apply(hr_raw, lr_raw), epoch, i)
+                if schedule is not None:
+                    schedule.step_batch()
+                if ema is not None:
+                    ema.update_parameters(generator)
+                train_sums += torch.tensor([out["train_loss"] * len(lr_raw), len(lr_raw)], dtype=torch.float64)
+        train_time = time.perf_counter() - t0
+        train_sums = ctx.all_reduce_sum(train_sums.to(ctx.device)).cpu()
+        evaluator = ema.module if ema is not None else generator
+        val = evaluate(evaluator, step, norm, val_loader, ctx, with_clean=with_clean, amp=amp)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": float(train_sums[0] / train_sums[1]) if train_sums[1] else float("nan"),
+            "lr": step.opt_g.param_groups[0]["lr"] if step.opt_g else 0.0,
+            "images_per_s": float(train_sums[1]) / train_time if train_time > 0 and train_sums[1] else 0.0,
+            **val,
+            **cost,
+        }
+        value = _monitored(metrics, monitor)
+        if schedule is not None:
+            schedule.step_epoch(value)
+        improved = best is None or (value > best if mode == "max" else value < best)
+        if improved and math.isfinite(value):
+            best = value
+        if ctx.is_main:
+            payload = {
+                "epoch": epoch, "best": best, "model": unwrap(step.g).state_dict() if step.trainable
+                else generator.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "eval_model": evaluator.state_dict(), "step": step.state_dict(),
+                "scheduler": schedule.state_dict() if schedule else None,
+                "model_name": model_name, "model_params": model_params, "kind": spec.kind,
+                "scale": run["scale"], "in_channels": run.get("in_channels", 1),
+                "normalization": norm.state(), "config": config, "metrics": metrics,
+            }
+            save_checkpoint(payload, ckpt_dir / "last.pt", best_path=ckpt_dir / "best.pt" if improved else None)
+            if improved:
+                _save_sample_grid(evaluator, norm, val_set, ctx.device, run_dir / SAMPLE_GRID, run["scale"])
+        metrics["epoch_time_s"] = time.perf_counter() - t0
+        metrics["checkpoint_dir"] = str(ckpt_dir)
+        ctx.barrier()
+        ctx.report(metrics)
+        last = metrics
+    return last
+
+
+@torch.no_grad()
+def evaluate(model, step, norm, loader, ctx: RunContext, *, with_clean: bool, amp: Amp) -> dict[str, float]:
+    """Validation metrics summed over this rank's shard, then all-reduced over ranks."""
+    model.eval()
+    keys = ["psnr", "ssim", "mse"]
+    targets = ["hr", "hr_clean"] if with_clean else ["hr"]
+    sums = torch.zeros(len(targets) * len(keys) + 2, dtype=torch.float64)  # ... + loss sum, count
+    for batch in loader:
+        lr_raw = batch["lr"].to(ctx.device)
+        lr_n = norm.apply(lr_raw, lr_raw)
+        with amp.autocast():
+            sr_n = model(lr_n).float()
+        hr_n = norm.apply(batch["hr"].to(ctx.device), lr_raw)
+        sums[-2] += float(step.val_loss(lr_n, hr_n, sr_n)) * len(lr_raw)
+        sums[-1] += len(lr_raw)
+        sr = norm.invert(sr_n, lr_raw)
+        for t, target in enumerate(targets):
+            per_image = M.evaluate(sr, batch[target].to(ctx.device))
+            for k, key in enumerate(keys):
+                sums[t * len(keys) + k] += per_image[key].double().sum().cpu()
+    sums = ctx.all_reduce_sum(sums.to(ctx.device)).cpu()
+    count = max(float(sums[-1]), 1.0)
+    out = {"val_loss": float(sums[-2]) / count}
+    for t, target in enumerate(targets):
+        suffix = "_clean" if target == "hr_clean" else ""
+        for k, key in enumerate(keys):
+            out[f"val_{key}{suffix}"] = float(sums[t * len(keys) + k]) / count
+    return out
+
+
+@torch.no_grad()
+def _save_sample_grid(model, norm, dataset, device, path: Path, scale: int, count: int = 4) -> None:
+    """LR | bicubic | SR | HR | residual for the first few validation images (a PNG, for MLflow)."""
+    from lensearch.training.sample_grid import render_grid
+
+    n = min(count, len(dataset))
+    if n == 0:
+        return
+    items = [dataset[i] for i in range(n)]
+    lr = torch.stack([it["lr"] for it in items]).to(device)
+    hr = torch.stack([it["hr"] for it in items])
+    model.eval()
+    sr = norm.invert(model(norm.apply(lr, lr)).float(), lr).cpu()
+    bic = torch.nn.functional.interpolate(lr.cpu(), scale_factor=scale, mode="bicubic", align_corners=False)
+    tmp = path.with_suffix(".tmp.png")
+    render_grid(lr.cpu(), bic, sr, hr, tmp)
+    os.replace(tmp, path)

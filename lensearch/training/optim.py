@@ -1,0 +1,136 @@
+"""Optimizers and learning-rate schedulers, each found by name in a registry.
+
+Configuration sections look like ``{"name": "adamw", "lr": 3e-4, "weight_decay": 1e-4}`` and
+``{"name": "warmup_cosine", "warmup_epochs": 1}``. Every parameter has a default, is type-checked, and an
+unknown name or key is a :class:`~lensearch.errors.UserError` naming ``optimizer.<key>`` /
+``scheduler.<key>`` and the valid choices.
+
+Schedulers step either per optimizer step (``"step"``) or per epoch (``"epoch"``); ``plateau`` steps per
+epoch on the monitored metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from lensearch.errors import UserError, expect
+
+
+@dataclass(frozen=True)
+class Component:
+    build: Callable[..., Any]
+    defaults: dict[str, Any]
+
+
+def validated(section: str, registry: dict[str, Component], cfg: dict[str, Any]) -> tuple[str, Component, dict]:
+    name = cfg.get("name")
+    if name not in registry:
+        raise UserError(f"{section}.name: expected one of {', '.join(registry)}, got {name!r}")
+    comp = registry[name]
+    params = dict(comp.defaults)
+    for key, value in cfg.items():
+        if key == "name":
+            continue
+        if key not in comp.defaults:
+            raise UserError(f"{section}.{key}: unknown parameter for {name}; valid: "
+                            f"{', '.join(comp.defaults) or '(none)'}")
+        default = comp.defaults[key]
+        if isinstance(default, bool):
+            expect(isinstance(value, bool), f"{section}.{key}: expected a boolean, got {value!r}")
+        elif isinstance(default, (int, float)):
+            expect(isinstance(value, (int, float)) and not isinstance(value, bool),
+                   f"{section}.{key}: expected a number, got {value!r}")
+            value = type(default)(value) if isinstance(default, float) else value
+        elif isinstance(default, (list, tuple)):
+            expect(isinstance(value, (list, tuple)), f"{section}.{key}: expected a list, got {value!r}")
+        params[key] = value
+    return name, comp, params
+
+
+OPTIMIZERS: dict[str, Component] = {
+    "adam": Component(lambda p, lr, weight_decay, beta1, beta2, eps: torch.optim.Adam(
+        p, lr=lr, weight_decay=weight_decay, betas=(beta1, beta2), eps=eps),
+        {"lr": 2e-4, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8}),
+    "adamw": Component(lambda p, lr, weight_decay, beta1, beta2, eps: torch.optim.AdamW(
+        p, lr=lr, weight_decay=weight_decay, betas=(beta1, beta2), eps=eps),
+        {"lr": 2e-4, "weight_decay": 1e-4, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8}),
+    "sgd": Component(lambda p, lr, weight_decay, momentum, nesterov: torch.optim.SGD(
+        p, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov and momentum > 0),
+        {"lr": 1e-2, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False}),
+    "rmsprop": Component(lambda p, lr, weight_decay, momentum, alpha: torch.optim.RMSprop(
+        p, lr=lr, weight_decay=weight_decay, momentum=momentum, alpha=alpha),
+        {"lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0, "alpha": 0.99}),
+}
+
+
+def build_optimizer(params, cfg: dict[str, Any], lr_factor: float = 1.0) -> torch.optim.Optimizer:
+    name, comp, kwargs = validated("optimizer", OPTIMIZERS, cfg)
+    expect(kwargs["lr"] > 0, f"optimizer.lr: expected > 0, got {kwargs['lr']}")
+    kwargs["lr"] *= lr_factor
+    return comp.build(params, **kwargs)
+
+
+@dataclass
+class Schedule:
+    """A built scheduler and when to step it (``"step"``, ``"epoch"``, or ``"metric"`` for plateau)."""
+
+    scheduler: Any
+    interval: str
+
+    def step_batch(self) -> None:
+        if self.scheduler is not None and self.interval == "step":
+            self.scheduler.step()
+
+    def step_epoch(self, metric: float | None = None) -> None:
+        if self.scheduler is None:
+            return
+        if self.interval == "epoch":
+            self.scheduler.step()
+        elif self.interval == "metric":
+            self.scheduler.step(metric)
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict() if self.scheduler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scheduler is not None and state:
+            self.scheduler.load_state_dict(state)
+
+
+def _warmup_cosine(opt, total, steps_per_epoch, warmup_epochs, min_lr_ratio):
+    warm = max(1, int(round(warmup_epochs * steps_per_epoch)))
+    warm = min(warm, max(1, total - 1))
+    sched = torch.optim.lr_scheduler
+    return sched.SequentialLR(opt, [
+        sched.LinearLR(opt, start_factor=0.01, end_factor=1.0, total_iters=warm),
+        sched.CosineAnnealingLR(opt, T_max=max(1, total - warm), eta_min=opt.defaults["lr"] * min_lr_ratio),
+    ], milestones=[warm])
+
+
+# Each builder: (optimizer, epochs, steps_per_epoch, mode, **params) -> (scheduler | None, interval)
+SCHEDULERS: dict[str, Component] = {
+    "none": Component(lambda o, e, s, mode: (None, "epoch"), {}),
+    "cosine": Component(lambda o, e, s, mode, min_lr_ratio: (torch.optim.lr_scheduler.CosineAnnealingLR(
+        o, T_max=max(1, e * s), eta_min=o.defaults["lr"] * min_lr_ratio), "step"), {"min_lr_ratio": 0.01}),
+    "step": Component(lambda o, e, s, mode, step_epochs, gamma: (torch.optim.lr_scheduler.StepLR(
+        o, step_size=step_epochs, gamma=gamma), "epoch"), {"step_epochs": 5, "gamma": 0.5}),
+    "multistep": Component(lambda o, e, s, mode, milestones, gamma: (torch.optim.lr_scheduler.MultiStepLR(
+        o, milestones=[int(m) for m in milestones], gamma=gamma), "epoch"), {"milestones": [5, 8], "gamma": 0.5}),
+    "plateau": Component(lambda o, e, s, mode, factor, patience: (torch.optim.lr_scheduler.ReduceLROnPlateau(
+        o, mode=mode, factor=factor, patience=patience), "metric"), {"factor": 0.5, "patience": 2}),
+    "onecycle": Component(lambda o, e, s, mode, pct_start: (torch.optim.lr_scheduler.OneCycleLR(
+        o, max_lr=o.defaults["lr"], total_steps=max(2, e * s), pct_start=pct_start), "step"), {"pct_start": 0.3}),
+    "warmup_cosine": Component(lambda o, e, s, mode, warmup_epochs, min_lr_ratio: (
+        _warmup_cosine(o, max(2, e * s), s, warmup_epochs, min_lr_ratio), "step"),
+        {"warmup_epochs": 1.0, "min_lr_ratio": 0.01}),
+}
+
+
+def build_scheduler(optimizer, cfg: dict[str, Any], *, epochs: int, steps_per_epoch: int, mode: str) -> Schedule:
+    """Build the scheduler named in ``cfg``; ``mode`` ("max"/"min") is the monitored metric's direction."""
+    name, comp, kwargs = validated("scheduler", SCHEDULERS, cfg)
+    scheduler, interval = comp.build(optimizer, epochs, max(1, steps_per_epoch), mode, **kwargs)
+    return Schedule(scheduler, interval)

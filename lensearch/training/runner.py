@@ -1,0 +1,157 @@
+"""Driving one training run on Ray: data preparation (once, on the driver), resource sizing, and the choice
+between a direct single-worker run and a Ray Train ``TorchTrainer`` with DDP workers.
+
+``run_in_trial`` is called inside a Ray Tune trial function (a search trial or ``lensearch train``):
+
+- **1 worker**: the loop runs in the trial process itself (:class:`TuneContext`): no process group, no
+  worker actors, no placement group — the ~15 s Ray Train start cost is skipped. Same loop code.
+- **N > 1 workers**: a ``TorchTrainer`` whose workers run :func:`~lensearch.training.loop.train_worker`
+  (gloo on CPU, NCCL on GPU); every ``ray.train.report`` becomes one Tune iteration through
+  ``TuneReportCallback`` (the Train-V2-inside-Tune pattern; see the stack notes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lensearch.errors import UserError, expect
+
+TRIAL_CPU = 0.01  # what the Tune trial itself reserves when it only drives a TorchTrainer
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial uses. ``use_gpu=None`` means auto (GPU when the cluster has one)."""
+
+    workers: int = 1
+    use_gpu: bool | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+
+    def resolved(self, cluster: dict[str, float]) -> "Resources":
+        """Fit the request to the cluster so it is always feasible (a request that can never be met would
+        make Ray wait forever)."""
+        expect(self.workers >= 1, f"resources.workers: expected >= 1, got {self.workers}")
+        gpus = cluster.get("GPU", 0.0)
+        use_gpu = gpus > 0 if self.use_gpu is None else self.use_gpu
+        expect(not use_gpu or gpus > 0, "resources.gpu: a GPU was requested but the Ray cluster has none")
+        cpus = cluster.get("CPU", 1.0)
+        overhead = TRIAL_CPU if self.workers > 1 else 0.0
+        cpw = min(self.cpus_per_worker, (cpus - overhead) / self.workers)
+        expect(cpw > 0.05, f"resources.workers: {self.workers} workers do not fit a cluster with {cpus:g} CPUs")
+        gpw = min(self.gpus_per_worker, gpus / self.workers) if use_gpu else 0.0
+        return Resources(self.workers, use_gpu, round(cpw, 3), gpw)
+
+    def trial_bundle(self) -> dict[str, float]:
+        """Resources the Tune trial reserves for itself."""
+        if self.workers == 1:
+            out = {"CPU": self.cpus_per_worker}
+            if self.use_gpu:
+                out["GPU"] = self.gpus_per_worker
+            return out
+        return {"CPU": TRIAL_CPU}
+
+    def per_trial_total(self) -> dict[str, float]:
+        cpu = self.cpus_per_worker * self.workers + (TRIAL_CPU if self.workers > 1 else 0.0)
+        return {"CPU": cpu, "GPU": self.gpus_per_worker * self.workers if self.use_gpu else 0.0}
+
+    def max_concurrent(self, cluster: dict[str, float]) -> int:
+        need = self.per_trial_total()
+        fits = [math.floor(cluster.get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0]
+        return max(1, min(fits) if fits else 1)
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_worker))
+
+
+def prepare_data(data_cfg: dict[str, Any], root: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Make sure the HDF5 file exists (simulating it from ``data_cfg['preset']`` on first use), validate it,
+    and compute what every trial needs from it once: scale, channels, train statistics.
+
+    Returns the ``run`` info shared by all trials (without the per-trial ``dir``).
+    """
+    from lensearch.data.store import open_h5, train_stats
+
+    path = data_cfg.get("path")
+    if path is None:
+        path = f"data/{data_cfg['preset']}_{data_cfg['count']}_seed{data_cfg['seed']}.h5"
+    path = Path(path)
+    if not path.is_absolute():
+        path = (root / path).resolve()
+    if not path.exists():
+        expect(data_cfg.get("preset"), f"data.path: {path} does not exist and no data.preset is given to simulate it")
+        from lensearch.data.simulate import simulate_to_h5
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"lensearch: simulating {data_cfg['count']} '{data_cfg['preset']}' images into {path} (first use)",
+              flush=True)
+        simulate_to_h5(path, data_cfg["preset"], int(data_cfg["count"]), int(data_cfg["seed"]),
+                       workers=max(1, min(2, os.cpu_count() or 1)), progress=progress)
+    info = open_h5(path)
+    expect(info.splits.get("train", 0) > 0 and info.splits.get("val", 0) > 0,
+           f"{path}: needs non-empty train and val splits, got {info.splits}")
+    return {
+        "data_path": str(path),
+        "scale": int(info.scale),
+        "in_channels": int(info.hr_shape[0]) if len(info.hr_shape) == 3 else 1,
+        "has_clean": bool(info.has_clean),
+        "stats": train_stats(path),
+    }
+
+
+def run_in_trial(config: dict[str, Any], run: dict[str, Any], resources: Resources, *, name: str) -> None:
+    """Run one training inside the current Tune trial. ``resources`` must already be resolved."""
+    from lensearch.training.context import TuneContext, pick_device, set_threads
+    from lensearch.training.loop import fit, train_worker
+
+    run = {**run, "threads": resources.threads}
+    if resources.workers == 1:
+        set_threads(resources.threads)
+        fit(config, run, TuneContext(device=pick_device(resources.use_gpu)))
+        return
+
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    storage = Path(run["dir"]).resolve() / "ray_train"
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        per_worker["GPU"] = resources.gpus_per_worker
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": config, "run": run},
+        scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=bool(resources.use_gpu),
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=str(storage),
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=1),
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:  # surface the worker's own message (e.g. a non-finite loss) as the trial error
+        raise RuntimeError(_root_message(err)) from err
+
+
+def _root_message(err: BaseException) -> str:
+    """The innermost useful message of a Ray Train failure chain."""
+    text = str(err)
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith(("lensearch.", "NonFiniteLoss", "RuntimeError:", "ValueError:")) or "non-finite" in line:
+            return line
+    return text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line for a user: the error type and message."""
+    if isinstance(err, UserError):
+        return str(err)
+    return f"{type(err).__name__}: {_root_message(err)}"

@@ -1,0 +1,199 @@
+"""One training step per kind of model, found by the model spec's ``kind``.
+
+- ``pixel``: generator trained with the pixel/SSIM/content losses of :mod:`lensearch.training.losses`.
+- ``gan``: the same generator loss plus an adversarial term; optional PSNR-oriented warm-up epochs, then
+  alternating generator / discriminator updates with their own optimizers.
+- ``diffusion``: the model's own denoising objective (``model.training_loss(lr, hr)``); evaluation calls
+  ``model(lr)``, which samples with the model's configured number of steps.
+- ``interp``: nothing to train (bicubic and friends); only evaluated.
+
+All steps see images already normalised; they return plain floats for logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from lensearch.training.context import RunContext, unwrap
+from lensearch.training.optim import build_optimizer
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged (NaN/inf loss). The message names the epoch and step."""
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss).all():
+        raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}: training diverged "
+                            "(lower the learning rate, enable gradient clipping, or change normalization)")
+
+
+class _LossModule(torch.nn.Module):
+    """Wraps a model's ``training_loss`` in ``forward`` so DDP sees (and synchronises) the call."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, lr, hr):
+        return self.model.training_loss(lr, hr)
+
+
+class Step:
+    """Base: holds the generator and its optimizer; subclasses define ``train_batch``."""
+
+    trainable = True
+
+    def __init__(self, ctx: RunContext, generator: torch.nn.Module, cfg: dict[str, Any], gen_loss, amp):
+        self.ctx, self.cfg, self.gen_loss, self.amp = ctx, cfg, gen_loss, amp
+        self.generator = generator
+        self.g = ctx.wrap(generator) if self.trainable else generator.to(ctx.device)
+        params = [p for p in generator.parameters() if p.requires_grad]
+        self.opt_g = build_optimizer(params, cfg["optimizer"]) if self.trainable and params else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp.dtype == torch.float16)
+        self.clip = cfg["train"]["grad_clip"]
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_g] if self.opt_g else []
+
+    def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.clip > 0:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def train_batch(self, lr, hr, epoch: int, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def val_loss(self, lr, hr, sr) -> torch.Tensor:
+        """Per-batch validation loss (the generator's pixel-side objective)."""
+        total, _ = self.gen_loss(sr, hr)
+        return total
+
+    def state_dict(self) -> dict:
+        return {"opt_g": self.opt_g.state_dict() if self.opt_g else None, "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.opt_g and state.get("opt_g"):
+            self.opt_g.load_state_dict(state["opt_g"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+class InterpStep(Step):
+    trainable = False
+
+    def train_batch(self, lr, hr, epoch, step):
+        return {}
+
+
+class PixelStep(Step):
+    def train_batch(self, lr, hr, epoch, step):
+        with self.amp.autocast():
+            sr = self.g(lr)
+            loss, parts = self.gen_loss(sr.float(), hr)
+        _check_finite(loss, epoch, step)
+        self._update(loss, self.opt_g, self.generator.parameters())
+        return {"train_loss": loss.item(), **{f"train_{k}": float(v) for k, v in parts.items()}}
+
+
+class GanStep(Step):
+    """Generator + discriminator. ``cfg["discriminator"]`` holds the discriminator's hyperparameters."""
+
+    def __init__(self, ctx, generator, cfg, gen_loss, amp, *, discriminator: torch.nn.Module, adversarial):
+        super().__init__(ctx, generator, cfg, gen_loss, amp)
+        self.discriminator = discriminator
+        self.d = ctx.wrap(discriminator)
+        self.opt_d = build_optimizer(discriminator.parameters(), cfg["optimizer"],
+                                     lr_factor=cfg["train"]["d_lr_factor"])
+        self.adv = adversarial
+        self.adv_weight = float(cfg["loss"].get("adv_weight", 5e-3))
+        self.warmup = cfg["train"]["gan_warmup_epochs"]
+
+    @property
+    def optimizers(self):
+        return [self.opt_g, self.opt_d]
+
+    def train_batch(self, lr, hr, epoch, step):
+        with self.amp.autocast():
+            sr = self.g(lr)
+            loss, parts = self.gen_loss(sr.float(), hr)
+        out = {f"train_{k}": float(v) for k, v in parts.items()}
+        if epoch <= self.warmup:                      # PSNR-oriented warm-up
+            _check_finite(loss, epoch, step)
+            self._update(loss, self.opt_g, self.generator.parameters())
+            return {"train_loss": loss.item(), **out}
+        # Generator update through the *unwrapped* discriminator: D gets no gradients and no DDP bookkeeping.
+        d_plain = unwrap(self.d)
+        d_plain.requires_grad_(False)
+        with self.amp.autocast():
+            with torch.no_grad():
+                real_logits = d_plain(hr)
+            g_adv = self.adv.g_loss(real_logits.float(), d_plain(sr).float())
+        d_plain.requires_grad_(True)
+        g_total = loss + self.adv_weight * g_adv
+        _check_finite(g_total, epoch, step)
+        self._update(g_total, self.opt_g, self.generator.parameters())
+        # Discriminator update: one DDP forward over real and fake together.
+        with self.amp.autocast():
+            logits = self.d(torch.cat([hr, sr.detach()])).float()
+            real, fake = logits.chunk(2)
+            d_loss = self.adv.d_loss(real, fake)
+        _check_finite(d_loss, epoch, step)
+        self._update(d_loss, self.opt_d, self.discriminator.parameters())
+        return {"train_loss": g_total.item(), "train_g_adv": g_adv.item(), "train_d_loss": d_loss.item(), **out}
+
+    def state_dict(self):
+        return {**super().state_dict(), "disc": self.discriminator.state_dict(), "opt_d": self.opt_d.state_dict()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if state.get("disc"):
+            self.discriminator.load_state_dict(state["disc"])
+            self.opt_d.load_state_dict(state["opt_d"])
+
+
+class DiffusionStep(Step):
+    def __init__(self, ctx, generator, cfg, gen_loss, amp):
+        self.objective = _LossModule(generator)
+        super().__init__(ctx, generator, cfg, gen_loss, amp)
+        self.g_obj = ctx.wrap(self.objective)
+        self.g = generator  # evaluation samples from the plain model
+
+    def train_batch(self, lr, hr, epoch, step):
+        with self.amp.autocast():
+            loss = self.g_obj(lr, hr).float()
+        _check_finite(loss, epoch, step)
+        self._update(loss, self.opt_g, self.generator.parameters())
+        return {"train_loss": loss.item()}
+
+    def val_loss(self, lr, hr, sr):
+        return self.generator.training_loss(lr, hr)
+
+
+STEPS: dict[str, type[Step]] = {"interp": InterpStep, "pixel": PixelStep, "gan": GanStep, "diffusion": DiffusionStep}
+
+
+class Amp:
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler); a no-op on CPU."""
+
+    def __init__(self, setting: str, device: torch.device):
+        self.dtype = None
+        if device.type == "cuda" and setting != "off":
+            if setting == "fp16" or (setting == "auto" and not torch.cuda.is_bf16_supported()):
+                self.dtype = torch.float16
+            else:
+                self.dtype = torch.bfloat16
+        self.device = device
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
