@@ -96,6 +96,10 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "name": Key("tpe", _one_of("tpe", "random", "cmaes", "nsga2")),
         "seed": Key(0, _int(0)),
         "startup_trials": Key(4, _int(0)),
+        # Configurations to evaluate first (warm start, e.g. a published best): flat parameter names as in
+        # `lensearch space show`, e.g. [{model: rdn, model.rdn.num_blocks: 4, optimizer.adam.lr: 1.0e-3}].
+        "initial_points": Key([], lambda v: None if isinstance(v, list) and all(isinstance(p, dict) for p in v)
+                              else "expected a list of mappings of parameter name to value"),
     },
     "resources": {
         "workers": Key(1, _int(1)),
@@ -196,11 +200,13 @@ def parse_search(raw: Any, path: Path) -> SearchFile:
     searcher = _section(raw.get("searcher"), "searcher")
     if len(objectives) > 1 and searcher["name"] == "cmaes":
         raise UserError("searcher.name: cmaes supports one objective only; use tpe, nsga2 or random")
+    space = compile_space(raw["space"])
+    for i, point in enumerate(searcher["initial_points"]):
+        space.check_point(point, f"searcher.initial_points[{i}]")
     return SearchFile(
         path=path, name=name, data=_section(raw.get("data"), "data"), objectives=objectives,
         budget=_section(raw.get("budget"), "budget"), scheduler=_section(raw.get("scheduler"), "scheduler"),
-        searcher=searcher, resources=_section(raw.get("resources"), "resources"),
-        space=compile_space(raw["space"]), raw=raw,
+        searcher=searcher, resources=_section(raw.get("resources"), "resources"), space=space, raw=raw,
     )
 
 

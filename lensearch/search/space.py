@@ -196,6 +196,25 @@ class Space:
             for key, child in node.items.items():
                 yield from self._walk(child, f"{path}.{key}" if path else key)
 
+    def check_point(self, point: dict[str, Any], where: str) -> None:
+        """A user-given point (flat names -> values) must name searched parameters with values they allow,
+        and give every parameter its branches make active."""
+        params = {path: node for path, node in self._walk(self.root, "") if isinstance(node, (Dist, Choice))}
+        for name, value in point.items():
+            if name not in params:
+                raise UserError(f"{where}.{name}: not a searched parameter; searched: {', '.join(params)}")
+            node = params[name]
+            allowed = list(node.branches) if isinstance(node, Choice) else (
+                list(node.args) if node.kind == "categorical" else None)
+            if allowed is not None and value not in allowed:
+                raise UserError(f"{where}.{name}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
+            if allowed is None and not (isinstance(value, (int, float)) and node.args[0] <= value <= node.args[1]):
+                raise UserError(f"{where}.{name}: expected a number in [{node.args[0]}, {node.args[1]}], got {value!r}")
+        try:
+            self.materialize(point)
+        except KeyError as err:
+            raise UserError(f"{where}: missing {err.args[0]} (active for this point)") from None
+
     def describe(self) -> list[tuple[str, str, str]]:
         """Flattened rows ``(name, distribution or value, condition)`` for ``lensearch space show``."""
         rows: list[tuple[str, str, str]] = []

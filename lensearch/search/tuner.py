@@ -20,7 +20,7 @@ from ray.tune import Callback
 from lensearch.errors import expect
 from lensearch.search.schema import SearchFile
 from lensearch.search.tracking import trial_error_message
-from lensearch.training.config import resolve_run_config
+from lensearch.training.config import MONITORABLE, resolve_run_config
 from lensearch.training.runner import Resources, describe_failure
 
 SEARCHES = "searches"
@@ -30,7 +30,12 @@ COST_METRICS = ("params", "flops", "latency_ms")
 
 # ------------------------------------------------------------------------------------------ searcher
 def _sampler(searcher: dict[str, Any], multi: bool):
+    import warnings
+
     import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     seed, startup = searcher["seed"], searcher["startup_trials"]
     kinds = {
@@ -81,6 +86,7 @@ def make_searcher(search: SearchFile, max_epochs: int):
         metric=metrics if multi else metrics[0],
         mode=modes if multi else modes[0],
         sampler=_sampler(search.searcher, multi),
+        points_to_evaluate=[dict(p) for p in search.searcher["initial_points"]] or None,
     )
 
 
@@ -111,7 +117,8 @@ def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
 
     space = setup["space"]
     config = space.materialize(params) if space is not None else dict(setup["config"])
-    config["train"] = {**(config.get("train") or {}), "epochs": setup["max_epochs"]}
+    train = {"monitor": setup["monitor"]} if setup.get("monitor") else {}  # best.pt follows the objective
+    config["train"] = {**train, **(config.get("train") or {}), "epochs": setup["max_epochs"]}
     config["data"] = setup["data"]
     config = resolve_run_config(config)
     trial_id = tune.get_context().get_trial_id()
@@ -262,7 +269,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         trials_dir = search_dir / TRIALS
         setup = {"space": None if fixed_config is not None else search.space, "config": fixed_config,
                  "max_epochs": max_epochs, "data": search.data, "run": run_info,
-                 "trials_dir": str(trials_dir), "resources": resources}
+                 "trials_dir": str(trials_dir), "resources": resources,
+                 "monitor": search.primary.metric if search.primary.metric in MONITORABLE else None}
         trainable = tune.with_resources(tune.with_parameters(trial_function, setup=setup),
                                         resources.trial_bundle())
         primary = search.primary

@@ -142,7 +142,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     last: dict[str, Any] = {}
     for epoch in range(start_epoch, tcfg["epochs"] + 1):
         t0 = time.perf_counter()
-        train_sums = torch.zeros(2, dtype=torch.float64)  # loss sum, image count
+        sums: dict[str, float] = {}  # image-weighted sums of the step's outputs (train_loss, train_d_loss, ...)
+        seen = 0
         if step.trainable:
             step.g.train()
             if isinstance(train_loader.sampler, DistributedSampler):
@@ -155,16 +156,23 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
                     schedule.step_batch()
                 if ema is not None:
                     ema.update_parameters(generator)
-                train_sums += torch.tensor([out["train_loss"] * len(lr_raw), len(lr_raw)], dtype=torch.float64)
+                for key, value in out.items():
+                    sums[key] = sums.get(key, 0.0) + value * len(lr_raw)
+                seen += len(lr_raw)
         train_time = time.perf_counter() - t0
-        train_sums = ctx.all_reduce_sum(train_sums.to(ctx.device)).cpu()
+        keys = sorted(sums)  # the same on every rank: all ranks run the same step logic
+        reduced = ctx.all_reduce_sum(torch.tensor([sums[k] for k in keys] + [seen], dtype=torch.float64,
+                                                  device=ctx.device)).cpu().tolist()
+        total_seen = reduced[-1]
+        train_means = {k: v / total_seen for k, v in zip(keys, reduced)} if total_seen else {}
         evaluator = ema.module if ema is not None else generator
         val = evaluate(evaluator, step, norm, val_loader, ctx, with_clean=with_clean, amp=amp)
         metrics = {
             "epoch": epoch,
-            "train_loss": float(train_sums[0] / train_sums[1]) if train_sums[1] else float("nan"),
+            "train_loss": float("nan"),
+            **train_means,
             "lr": step.opt_g.param_groups[0]["lr"] if step.opt_g else 0.0,
-            "images_per_s": float(train_sums[1]) / train_time if train_time > 0 and train_sums[1] else 0.0,
+            "images_per_s": total_seen / train_time if train_time > 0 and total_seen else 0.0,
             **val,
             **cost,
         }
@@ -183,7 +191,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
                 "scheduler": schedule.state_dict() if schedule else None,
                 "model_name": model_name, "model_params": model_params, "kind": spec.kind,
                 "scale": run["scale"], "in_channels": run.get("in_channels", 1),
-                "normalization": norm.state(), "config": config, "metrics": metrics,
+                "normalization": norm.state(), "config": config, "metrics": metrics, "data_path": run["data_path"],
             }
             save_checkpoint(payload, ckpt_dir / "last.pt", best_path=ckpt_dir / "best.pt" if improved else None)
             if improved:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from lensearch.data.transforms import build_augment, build_normalization
-from lensearch.errors import UserError
 from lensearch.models import registry
 from lensearch.training.config import resolve_run_config, split_choice
 from lensearch.training.losses import AdversarialLoss, build_generator_loss
@@ -24,10 +23,8 @@ def check_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     name, params = split_choice(cfg["model"], "model")
     spec = registry.get(name)
     registry.resolve_params(name, params)
-    if spec.kind == "gan":
+    if spec.kind == "gan":  # for other models the section is inactive (a space may mix GANs and CNNs)
         registry.resolve_discriminator_params(spec.discriminator, cfg["discriminator"])
-    elif cfg["discriminator"]:
-        raise UserError(f"discriminator: model '{name}' has no discriminator (kind {spec.kind})")
     build_normalization(cfg["normalization"], _PLACEHOLDER_STATS)
     build_augment(cfg["augment"])
     validated("optimizer", OPTIMIZERS, cfg["optimizer"])

@@ -1,0 +1,103 @@
+"""Search-space files: schema validation with key paths, the define-by-run space, the CLI (no Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from lensearch.cli import main
+from lensearch.errors import UserError
+from lensearch.search.schema import load_search
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
+
+
+def _write(tmp_path, doc) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(doc) if not isinstance(doc, str) else doc)
+    return path
+
+
+BASE = {"space": {"model": {"choice": {"rdn": {"num_blocks": {"int": [1, 3]}},
+                                       "srresnet": {"num_blocks": {"int": [1, 2]}, "batch_norm": False}}},
+                  "optimizer": {"choice": {"adam": {"lr": {"logfloat": [1e-4, 1e-2]}},
+                                           "sgd": {"lr": {"logfloat": [1e-3, 1e-1]}, "nesterov": True}}},
+                  "train": {"batch_size": {"categorical": [8, 16]}}}}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_search_spaces_are_valid(path):
+    search = load_search(path)
+    assert search.space.describe()
+
+
+def test_inactive_branches_never_appear_and_configs_materialize(tmp_path):
+    search = load_search(_write(tmp_path, BASE))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        search.space.suggest(trial)
+        params = trial.params
+        model, opt = params["model"], params["optimizer"]
+        seen.add(model)
+        assert all(not k.startswith("model.") or k.startswith(f"model.{model}.") for k in params)
+        assert all(not k.startswith("optimizer.") or k.startswith(f"optimizer.{opt}.") for k in params)
+        config = search.space.materialize(params)
+        assert config["model"]["name"] == model
+        assert config["model"]["num_blocks"] == params[f"model.{model}.num_blocks"]
+        if model == "srresnet":
+            assert config["model"]["batch_norm"] is False
+        if opt == "sgd":
+            assert config["optimizer"]["nesterov"] is True
+        study.tell(trial, 0.0)
+    assert seen == {"rdn", "srresnet"}
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"space": {"model": {"choice": {"edsr": {}}}}}, "space: model: unknown model 'edsr'"),
+    ({"space": {"model": {"choice": {"rdn": {"blocks": {"int": [1, 2]}}}}}}, "model.rdn.blocks: unknown parameter"),
+    ({"space": {"model": {"choice": {"rdn": {"num_blocks": {"int": [3, 1]}}}}}}, "space.model.rdn.num_blocks.int: low 3 is above high 1"),
+    ({"space": {"optimizer": {"choice": {"adam": {"lr": {"logfloat": [0, 1]}}}}}}, "log scale needs low > 0"),
+    ({"space": {"train": {"batch_size": {"categorical": []}}}}, "space.train.batch_size.categorical: expected a non-empty list"),
+    ({"space": {"training": {}}}, "space.training: unknown section"),
+    ({"space": {"train": {"choice": {"a": {}}}}}, "space.train: a choice is only allowed in"),
+    ({"budget": {"num_samples": "ten"}, "space": {"model": {"name": "rdn"}}}, "budget.num_samples: expected an integer >= 1, got 'ten'"),
+    ({"scheduler": {"name": "pbt"}, "space": {"model": {"name": "rdn"}}}, "scheduler.name: expected one of asha"),
+    ({"objective": {"metric": "val_fid"}, "space": {"model": {"name": "rdn"}}}, "objective.metric: expected one of"),
+    ({"objective": [{"metric": "val_psnr"}, {"metric": "params", "mode": "min"}], "searcher": {"name": "cmaes"},
+      "space": {"model": {"name": "rdn"}}}, "cmaes supports one objective only"),
+    ({"resources": {"workers": 0}, "space": {"model": {"name": "rdn"}}}, "resources.workers: expected an integer >= 1"),
+    ({"sapce": {}}, "sapce: unknown top-level key"),
+    ({"name": "x"}, "space: missing"),
+    ("space: [unclosed", "line 1: not valid YAML"),
+])
+def test_bad_search_files_name_file_and_key_path(tmp_path, doc, message):
+    path = _write(tmp_path, doc)
+    with pytest.raises(UserError) as err:
+        load_search(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_space_show_and_sample(tmp_path, capsys):
+    path = _write(tmp_path, BASE)
+    assert main(["space", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "model.rdn.num_blocks" in out and "[when model=rdn]" in out
+    assert main(["space", "sample", str(path), "-n", "3", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+
+
+def test_cli_bad_space_file_is_one_line_and_exit_2(tmp_path, capsys):
+    path = _write(tmp_path, {"budget": {"max_epochs": -1}, "space": {"model": {"name": "rdn"}}})
+    assert main(["space", "show", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "budget.max_epochs" in err and str(path) in err
+    assert main(["tune", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such search-space file" in capsys.readouterr().err
