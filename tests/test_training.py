@@ -69,7 +69,8 @@ def test_resume_continues_after_the_last_checkpoint(tiny_h5, tmp_path):
     assert [r["epoch"] for r in first] == [1, 2]
     config["train"]["epochs"] = 3
     again = _fit(config, _run(tiny_h5, tmp_path))
-    assert [r["epoch"] for r in again] == [3]
+    assert [r["epoch"] for r in again] == [2, 3]  # the checkpointed epoch is re-reported first
+    assert again[0]["val_psnr"] == first[-1]["val_psnr"]
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 3
 
 

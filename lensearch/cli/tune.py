@@ -77,6 +77,8 @@ def _finish(outcome, args) -> int:
     else:
         print(leaderboard(outcome))
         print(one_line_summary(outcome))
+    if outcome.interrupted:
+        return 130
     return 0 if outcome.best() is not None else 1
 
 

@@ -82,7 +82,19 @@ class MLflowTracker(Callback):
         self.info = search_info
         self.store = store
         self._client = None
-        self._state = {"parent": None, "trials": {}, "finished": []}
+        self._ready = False
+        self._state = {"parent": None, "trials": {}, "finished": [], "logged": {}}
+
+    def __getstate__(self):
+        # Tune pickles callbacks with the experiment and, on Tuner.restore, uses the unpickled copy: it must
+        # start from the state file, not from whatever this object held when it was pickled.
+        return {**self.__dict__, "_client": None, "_ready": False}
+
+    def reload(self) -> None:
+        """Re-read the run mapping written by whichever copy of this callback Tune used."""
+        path = self.search_dir / STATE_FILE
+        if path.exists():
+            self._state = json.loads(path.read_text())
 
     # -- helpers ------------------------------------------------------------------------------------
     @property
@@ -103,15 +115,20 @@ class MLflowTracker(Callback):
     def parent_run_id(self) -> str:
         return self._state["parent"]
 
+    @property
+    def finished(self) -> set[str]:
+        """Trials whose MLflow run was closed (completed, stopped early or errored)."""
+        return set(self._state["finished"])
+
     def run_id(self, trial_id: str) -> str | None:
         return self._state["trials"].get(trial_id)
 
-    # -- Tune callback hooks ------------------------------------------------------------------------
-    def setup(self, **info):
+    def _ensure(self) -> None:
+        """Load the state file and open (or reopen) the parent run, once per process."""
+        if self._ready:
+            return
         self.search_dir.mkdir(parents=True, exist_ok=True)
-        path = self.search_dir / STATE_FILE
-        if path.exists():
-            self._state = json.loads(path.read_text())
+        self.reload()
         exp_id = get_experiment_id(self.client, self.experiment, self.store)
         if self._state["parent"] is None:
             tags = {"lensearch.kind": "search", "lensearch.search_dir": str(self.search_dir),
@@ -126,8 +143,14 @@ class MLflowTracker(Callback):
             self.client.update_run(self.parent_run_id, status="RUNNING")
             self.client.set_tag(self.parent_run_id, "lensearch.resumed", "true")
         self._save_state()
+        self._ready = True
+
+    # -- Tune callback hooks ------------------------------------------------------------------------
+    def setup(self, **info):
+        self._ensure()
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._ensure()
         run_id = self.run_id(trial.trial_id)
         if run_id is not None:           # restarted after a resume: keep logging into the same run
             self.client.update_run(run_id, status="RUNNING")
@@ -142,24 +165,32 @@ class MLflowTracker(Callback):
             self.client.log_param(run.info.run_id, key, str(value)[:6000])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._ensure()
         run_id = self.run_id(trial.trial_id)
         if run_id is None:
             return
         from mlflow.entities import Metric
 
         step = int(result.get("epoch", result.get("training_iteration", 0)))
+        logged = self._state.setdefault("logged", {})
+        if step <= logged.get(trial.trial_id, 0):   # re-reported after a resume: already in MLflow
+            return
         ts = int(result.get("timestamp", 0) * 1000)
         metrics = [Metric(k, v, ts, step) for k, v in _numeric(result).items()]
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
+        logged[trial.trial_id] = step
+        self._save_state()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._ensure()
         epoch = int((trial.last_result or {}).get("epoch", 0))
         max_epochs = self.info["max_epochs"]
         state = "completed" if epoch >= max_epochs else f"stopped early at epoch {epoch}"
         self._finish(trial, "FINISHED", state)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._ensure()
         self._finish(trial, "FAILED", f"errored: {trial_error_message(trial)}")
 
     def _finish(self, trial, status: str, state: str) -> None:
@@ -181,7 +212,8 @@ class MLflowTracker(Callback):
         self._save_state()
 
     def finish_search(self, summary: dict[str, Any], leaderboard_text: str, status: str = "FINISHED") -> None:
-        """Log the outcome on the parent run and close it."""
+        """Log the outcome on the parent run and close it (status KILLED for an interrupted search)."""
+        self.reload()
         run_id = self.parent_run_id
         if run_id is None:
             return

@@ -1,15 +1,19 @@
 """Assembling and running a search: Ray Tune + OptunaSearch (seeded sampler) + an early-stopping scheduler,
 one Ray Train run per trial, MLflow logging from the driver, resume, and the final leaderboard.
 
-Layout of one search on disk (``<store>/searches/<name>-<timestamp>/``): Tune's experiment state, the
-search file copy, ``mlflow_runs.json`` and ``trials/<trial_id>/{checkpoints/{best,last}.pt, samples.png}``.
+Layout of one search on disk (``<store>/searches/<name>-<timestamp>/``): ``search.yaml`` (the file as run),
+``mlflow_runs.json`` (trial -> MLflow run), ``trials/<trial_id>/{checkpoints/{best,last}.pt, samples.png}``
+and ``tune/`` (Ray Tune's experiment state, which Tune re-uploads wholesale, so nothing of ours lives there).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +29,7 @@ from lensearch.training.runner import Resources, describe_failure
 
 SEARCHES = "searches"
 TRIALS = "trials"
+TUNE = "tune"
 COST_METRICS = ("params", "flops", "latency_ms")
 
 
@@ -130,12 +135,18 @@ def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
 class ProgressPrinter(Callback):
     """One line per trial event on stderr: start, each epoch's objective, end state."""
 
-    def __init__(self, metric: str, max_epochs: int, stream=None):
-        self.metric, self.max_epochs, self.stream = metric, max_epochs, stream or sys.stderr
+    def __init__(self, metric: str, max_epochs: int):
+        self.metric, self.max_epochs = metric, max_epochs
         self.t0 = time.time()
 
+    def __getstate__(self):  # restored after a resume: count time from the restart
+        return {**self.__dict__, "t0": time.time()}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, t0=time.time())
+
     def _say(self, text: str) -> None:
-        print(f"[{time.time() - self.t0:7.1f}s] {text}", file=self.stream, flush=True)
+        print(f"[{time.time() - self.t0:7.1f}s] {text}", file=sys.stderr, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         keys = ", ".join(f"{k}={_short(v)}" for k, v in sorted(trial.config.items()))
@@ -196,6 +207,8 @@ class SearchOutcome:
     parent_run_id: str | None
     tracking_uri: str
     seconds: float
+    interrupted: bool = False
+    search_file: Path | None = None
 
     @property
     def finished(self) -> list[TrialRow]:
@@ -294,8 +307,9 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                   f"lensearch: {budget['num_samples']} trials x <= {max_epochs} epochs, {resources.workers} "
                   f"worker(s)/trial ({resources.cpus_per_worker:g} CPU{' + GPU' if resources.use_gpu else ''}"
                   f" each), up to {concurrency} at once; MLflow: {tracking_uri}", file=sys.stderr, flush=True)
-        if resuming and tune.Tuner.can_restore(str(search_dir)):
-            tuner = tune.Tuner.restore(str(search_dir), trainable=trainable, resume_unfinished=True,
+        tune_dir = search_dir / TUNE  # Tune syncs this folder wholesale: our own files stay outside it
+        if resuming and tune.Tuner.can_restore(str(tune_dir)):
+            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
         else:
             expect(not resuming, f"--resume: {search_dir} holds no restorable search state")
@@ -307,18 +321,42 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                     num_samples=budget["num_samples"], max_concurrent_trials=concurrency,
                     time_budget_s=budget["time_budget_s"])
             tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=tune.RunConfig(
-                name=search_dir.name, storage_path=str(search_dir.parent), callbacks=callbacks, verbose=0,
+                name=TUNE, storage_path=str(search_dir), callbacks=callbacks, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0)))
-        grid = tuner.fit()
-        outcome = _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, time.time() - t0)
-        board = leaderboard(outcome)
-        tracker.finish_search(summary_metrics(outcome), board)
+        grid, interrupted = _fit_noting_interrupt(tuner)
+        tracker.reload()
+        outcome = _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, time.time() - t0,
+                           interrupted)
+        tracker.finish_search(summary_metrics(outcome), leaderboard(outcome),
+                              status="KILLED" if outcome.interrupted else "FINISHED")
         return outcome
     finally:
         handle.close()
 
 
-def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, seconds) -> SearchOutcome:
+def _fit_noting_interrupt(tuner):
+    """``tuner.fit()`` and whether Ctrl-C ended it.
+
+    Tune catches SIGINT itself (it saves the experiment and returns normally) and, on that first signal,
+    puts back the handler that was installed before ``fit``. So a sentinel handler that is back in place
+    after ``fit`` means the run was interrupted.
+    """
+    if threading.current_thread() is not threading.main_thread() or os.environ.get("TUNE_DISABLE_SIGINT_HANDLER"):
+        return tuner.fit(), False
+    previous = signal.getsignal(signal.SIGINT)
+
+    def sentinel(sig, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, sentinel)
+    try:
+        grid = tuner.fit()
+        return grid, signal.getsignal(signal.SIGINT) is sentinel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, seconds, interrupted) -> SearchOutcome:
     rows = []
     objectives = [(o.metric, o.mode) for o in search.objectives]
     for result in grid:
@@ -341,6 +379,8 @@ def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, second
             state = f"errored: {describe_failure(result.error)}"
         elif epochs >= max_epochs:
             state = "completed"
+        elif interrupted and tid not in tracker.finished:
+            state = f"interrupted at epoch {epochs}"
         else:
             state = f"stopped early at epoch {epochs}"
         ckpt = Path(search_dir) / TRIALS / tid / "checkpoints" / "best.pt"
@@ -348,7 +388,7 @@ def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, second
         rows.append(TrialRow(tid, state, epochs, best, params, str(ckpt) if ckpt.exists() else None,
                              tracker.run_id(tid)))
     return SearchOutcome(search.name, Path(search_dir), objectives, rows, tracker.parent_run_id, tracking_uri,
-                         seconds)
+                         seconds, interrupted=interrupted, search_file=search.path)
 
 
 def summary_metrics(outcome: SearchOutcome) -> dict[str, Any]:
@@ -357,6 +397,7 @@ def summary_metrics(outcome: SearchOutcome) -> dict[str, Any]:
     out: dict[str, Any] = {
         "trials": len(outcome.rows), "completed": states.count("completed"),
         "stopped_early": states.count("stopped early"), "errored": states.count("errored"),
+        "interrupted": states.count("interrupted"),
         "seconds": round(outcome.seconds, 1),
     }
     if best is not None:
@@ -409,6 +450,8 @@ def one_line_summary(outcome: SearchOutcome) -> str:
     best = outcome.best()
     head = (f"search '{outcome.name}': {s['trials']} trials ({s['completed']} completed, {s['stopped_early']} "
             f"stopped early, {s['errored']} errored) in {s['seconds']:.0f}s")
+    if outcome.interrupted:
+        head += f"; INTERRUPTED — continue with: lensearch tune {outcome.search_file} --resume {outcome.search_dir}"
     if best is None:
         return head + "; no trial finished an epoch"
     return head + f"; best {metric} {best.best[metric]:.4f} (trial {best.trial_id}, MLflow run {best.run_id})"
@@ -417,6 +460,6 @@ def one_line_summary(outcome: SearchOutcome) -> str:
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
-    if abs(value) >= 1e5:
-        return f"{value:.3g}"
-    return f"{value:.4f}"
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
+    return f"{value:.4g}" if abs(value) < 1e-2 else f"{value:.4f}"

@@ -138,6 +138,9 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         if ema is not None and state.get("ema"):
             ema.load_state_dict(state["ema"])
         start_epoch, best = state["epoch"] + 1, state.get("best")
+        # Say again where we are: the report of the checkpointed epoch may have been lost in the interruption
+        # (trackers skip epochs they already logged).
+        ctx.report({**state["metrics"], "checkpoint_dir": str(ckpt_dir)})
 
     last: dict[str, Any] = {}
     for epoch in range(start_epoch, tcfg["epochs"] + 1):
