@@ -94,9 +94,8 @@ def run_tune(args) -> int:
 
 def run_train(args) -> int:
     from lensearch.errors import UserError
-    from lensearch.search.schema import parse_search
-    from lensearch.search.tuner import run_search
-    from lensearch.training.config import MONITORABLE, load_run_config
+    from lensearch.search.tuner import train_one
+    from lensearch.training.config import load_run_config
     from lensearch.training.validate import check_run_config
 
     config = load_run_config(args.file)
@@ -104,15 +103,9 @@ def run_train(args) -> int:
         check_run_config(config)
     except UserError as err:
         raise UserError(f"{args.file}: {err}") from None
-    epochs = args.epochs or config["train"]["epochs"]
-    name = args.name or args.file.stem
-    # A one-point "search": same tracking and resources as a trial, no searcher and no early stopping.
-    search = parse_search({"name": name, "data": config["data"], "budget": {"num_samples": 1, "max_epochs": epochs},
-                           "scheduler": {"name": "none"}, "space": {"model": {"name": config["model"]["name"]}},
-                           "objective": {"metric": config["train"]["monitor"],
-                                         "mode": MONITORABLE[config["train"]["monitor"]]}},
-                          args.file)
-    outcome = run_search(search, _options(args), fixed_config=config)
+    if args.epochs:
+        config["train"]["epochs"] = args.epochs
+    outcome = train_one(config, args.name or args.file.stem, _options(args), source=args.file)
     row = outcome.rows[0] if outcome.rows else None
     code = _finish(outcome, args)
     if row is not None and not args.json:

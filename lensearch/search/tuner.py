@@ -8,6 +8,7 @@ and ``tune/`` (Ray Tune's experiment state, which Tune re-uploads wholesale, so 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ray.tune import Callback
 
 from lensearch.errors import expect
@@ -185,6 +187,8 @@ class SearchOptions:
     log_checkpoints: bool = True
     quiet: bool = False
     root: Path = field(default_factory=Path.cwd)
+    cpus_per_worker: float | None = None  # override resources.cpus_per_worker (capped to what fits)
+    callbacks: list = field(default_factory=list)  # extra Ray Tune callbacks (benchmarks, notebooks)
 
 
 @dataclass
@@ -245,7 +249,7 @@ def _resources(search: SearchFile, opts: SearchOptions, cluster: dict[str, float
     gpu = opts.gpu or res["gpu"]
     use_gpu = {"auto": None, "on": True, "off": False, True: True, False: False}[gpu]
     return Resources(workers=opts.workers or res["workers"], use_gpu=use_gpu,
-                     cpus_per_worker=float(res["cpus_per_worker"]),
+                     cpus_per_worker=float(opts.cpus_per_worker or res["cpus_per_worker"]),
                      gpus_per_worker=float(res["gpus_per_worker"])).resolved(cluster)
 
 
@@ -277,8 +281,13 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         resources = _resources(search, opts, cluster)
         concurrency = budget["max_concurrent"] or resources.max_concurrent(cluster)
         search_dir.mkdir(parents=True, exist_ok=True)
+        # the file as run: the search file, or for a single training the resolved run configuration
+        record = search_dir / ("run.yaml" if fixed_config is not None else "search.yaml")
         if not resuming:
-            shutil.copyfile(search.path, search_dir / "search.yaml")
+            if fixed_config is not None:
+                record.write_text(yaml.safe_dump(fixed_config, sort_keys=False))
+            else:
+                shutil.copyfile(search.path, record)
         trials_dir = search_dir / TRIALS
         setup = {"space": None if fixed_config is not None else search.space, "config": fixed_config,
                  "max_epochs": max_epochs, "data": search.data, "run": run_info,
@@ -297,11 +306,11 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                        "use_gpu": bool(resources.use_gpu), "max_concurrent": concurrency,
                        "data": run_info["data_path"],
                        "objective": ", ".join(f"{o.metric} {o.mode}" for o in search.objectives)},
-            "artifacts": [search_dir / "search.yaml"],
+            "artifacts": [record],
             "tags": {"lensearch.search_file": str(search.path)},
         }
         tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=store)
-        callbacks = [tracker] + ([] if opts.quiet else [ProgressPrinter(primary.metric, max_epochs)])
+        callbacks = [tracker] + ([] if opts.quiet else [ProgressPrinter(primary.metric, max_epochs)]) + opts.callbacks
         if not opts.quiet:
             print(f"lensearch: search '{search.name}' -> {search_dir}\n"
                   f"lensearch: {budget['num_samples']} trials x <= {max_epochs} epochs, {resources.workers} "
@@ -354,6 +363,22 @@ def _fit_noting_interrupt(tuner):
         return grid, signal.getsignal(signal.SIGINT) is sentinel
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def train_one(config: dict[str, Any], name: str, opts: SearchOptions, source: Path | None = None) -> SearchOutcome:
+    """Train one resolved run configuration as a one-trial search (no searcher, no early stopping), so it
+    gets the same resources, checkpoints and MLflow logging as a search trial (``lensearch train``)."""
+    from lensearch.search.schema import parse_search
+
+    monitor = config["train"]["monitor"]
+    search = parse_search({"name": name, "data": config["data"], "scheduler": {"name": "none"},
+                           "budget": {"num_samples": 1, "max_epochs": config["train"]["epochs"]},
+                           "space": {"model": {"name": config["model"]["name"]}},
+                           "objective": {"metric": monitor, "mode": MONITORABLE[monitor]}},
+                          Path(source or f"{name}.yaml"))
+    if opts.cpus_per_worker is None:  # one run: let it use the whole machine (capped to the cluster)
+        opts = dataclasses.replace(opts, cpus_per_worker=float(os.cpu_count() or 1))
+    return run_search(search, opts, fixed_config=config)
 
 
 def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, seconds, interrupted) -> SearchOutcome:
