@@ -142,6 +142,8 @@ def test_train_cli_two_worker_ddp_reduces_metrics_over_all_ranks(ray_cluster, ti
     client = MlflowClient(out["tracking_uri"])
     _, children = _children(client, out["parent_run_id"])
     assert len(children) == 1 and children[0].data.metrics["val_psnr"] == pytest.approx(psnr, abs=1e-3)
+    losses = [m.value for m in client.get_metric_history(children[0].info.run_id, "train_loss")]
+    assert len(losses) == 2 and losses[1] < losses[0]  # the DDP run learns
 
 
 def test_interrupted_search_resumes_without_rerunning_or_relogging(ray_cluster, tiny_h5, tmp_path):

@@ -101,3 +101,21 @@ def test_cli_bad_space_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.count("\n") == 0 and "budget.max_epochs" in err and str(path) in err
     assert main(["tune", str(tmp_path / "missing.yaml")]) == 2
     assert "no such search-space file" in capsys.readouterr().err
+
+
+def test_early_stopped_trials_are_told_to_optuna_as_pruned_not_complete(tmp_path):
+    """Ray's OptunaSearch would tell a trial ASHA stopped at epoch 1 as COMPLETE with its partial value."""
+    from lensearch.search.tuner import make_searcher
+
+    search = load_search(_write(tmp_path, {**BASE, "searcher": {"name": "tpe", "seed": 0, "startup_trials": 1}}))
+    searcher = make_searcher(search, max_epochs=3)
+    for trial_id, epochs in (("stopped", 1), ("finished", 3)):
+        assert searcher.suggest(trial_id)
+        for epoch in range(1, epochs + 1):
+            result = {"val_psnr": 30.0 + epoch, "epoch": epoch}
+            searcher.on_trial_result(trial_id, result)
+        searcher.on_trial_complete(trial_id, result)
+    trials = searcher._ot_study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
+    assert trials[0].intermediate_values == {1: 31.0}
+    assert trials[1].value == 33.0 and trials[1].intermediate_values == {1: 31.0, 2: 32.0, 3: 33.0}
