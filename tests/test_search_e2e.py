@@ -22,7 +22,7 @@ from lensearch.data.transforms import build_normalization
 from lensearch.metrics import evaluate
 from lensearch.models import registry
 from lensearch.search.schema import load_search
-from lensearch.search.tuner import SearchOptions, run_search
+from lensearch.search.tuner import SearchOptions, leaderboard, run_search
 from lensearch.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.ray
@@ -85,6 +85,8 @@ def test_smoke_search_ddp_asha_and_mlflow(ray_cluster, tiny_h5, tmp_path):
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_val_psnr"] == pytest.approx(best.best["val_psnr"])
     assert "version.ray" in parent.data.tags
+    assert parent.data.metrics["bicubic_val_psnr"] > 0 and parent.data.metrics["noise_ceiling_val_psnr"] > 0
+    assert "bicubic val_psnr" in leaderboard(outcome) and "noise ceiling" in leaderboard(outcome)
     assert len(children) == 4
     by_trial = {c.data.tags["lensearch.trial_id"]: c for c in children}
     for row in outcome.rows:
@@ -104,7 +106,7 @@ def test_multi_objective_search_marks_a_pareto_front(ray_cluster, tiny_h5, tmp_p
                        searcher={"name": "nsga2", "seed": 0}, resources={"workers": 1})
     outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path, quiet=True))
     assert len(outcome.rows) == 3 and all(r.state == "completed" for r in outcome.rows)
-    from lensearch.search.tuner import leaderboard, pareto_front
+    from lensearch.search.tuner import pareto_front
 
     front = pareto_front(outcome)
     assert front

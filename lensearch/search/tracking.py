@@ -219,7 +219,7 @@ class MLflowTracker(Callback):
             return
         for key, value in summary.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                self.client.log_metric(run_id, f"best_{key}" if not key.startswith("best") else key, float(value))
+                self.client.log_metric(run_id, key, float(value))
             elif value is not None:
                 self.client.set_tag(run_id, f"summary.{key}", str(value)[:5000])
         self.client.log_text(run_id, leaderboard_text, "leaderboard.txt")

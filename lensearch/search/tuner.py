@@ -213,6 +213,7 @@ class SearchOutcome:
     seconds: float
     interrupted: bool = False
     search_file: Path | None = None
+    reference: dict[str, float] = field(default_factory=dict)  # bicubic and noise ceiling on the val split
 
     @property
     def finished(self) -> list[TrialRow]:
@@ -275,6 +276,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     search_dir, resuming = _resolve_search_dir(search, searches, opts.resume)
 
     run_info = prepare_data(search.data, opts.root, progress=not opts.quiet)
+    reference = _reference(run_info["data_path"])
     handle = connect(opts.address)
     try:
         cluster = handle.resources()
@@ -336,11 +338,23 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         tracker.reload()
         outcome = _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, time.time() - t0,
                            interrupted)
+        outcome.reference = reference
         tracker.finish_search(summary_metrics(outcome), leaderboard(outcome),
                               status="KILLED" if outcome.interrupted else "FINISHED")
         return outcome
     finally:
         handle.close()
+
+
+def _reference(data_path: str) -> dict[str, float]:
+    """What every model must beat (bicubic) and what none can exceed against noisy HR (the noise ceiling),
+    on the validation split the trials are scored on."""
+    from lensearch.data.baseline import baseline_metrics
+
+    base = baseline_metrics(data_path, split="val", methods=("bicubic",))
+    out = {f"bicubic_val_{k}": v for k, v in base["methods"]["bicubic"].items()}
+    out.update({f"noise_ceiling_val_{k}": v for k, v in (base.get("noise_ceiling") or {}).items()})
+    return out
 
 
 def _fit_noting_interrupt(tuner):
@@ -425,6 +439,7 @@ def summary_metrics(outcome: SearchOutcome) -> dict[str, Any]:
         "interrupted": states.count("interrupted"),
         "seconds": round(outcome.seconds, 1),
     }
+    out.update(outcome.reference)
     if best is not None:
         out.update({f"best_{k}": v for k, v in best.best.items()})
         out["best_trial"] = best.trial_id
@@ -463,6 +478,14 @@ def leaderboard(outcome: SearchOutcome, top: int = 10) -> str:
             lines.append(f"{'-':<5}{row.trial_id:<13}{row.state[:80]}")
     if front:
         lines.append("* on the Pareto front of " + ", ".join(f"{m} ({mode})" for m, mode in outcome.objectives))
+    ref = outcome.reference
+    if ref:
+        text = (f"reference on the val split: bicubic val_psnr {ref['bicubic_val_psnr']:.4f}, "
+                f"val_ssim {ref['bicubic_val_ssim']:.4f}")
+        if "noise_ceiling_val_psnr" in ref:
+            text += (f"; noise ceiling (hr_clean vs hr) val_psnr {ref['noise_ceiling_val_psnr']:.4f}, "
+                     f"val_ssim {ref['noise_ceiling_val_ssim']:.4f}")
+        lines.append(text)
     best = outcome.best()
     if best is not None:
         lines.append(f"best checkpoint: {best.checkpoint}")
