@@ -153,7 +153,8 @@ def test_interrupted_search_resumes_without_rerunning_or_relogging(ray_cluster, 
                        scheduler={"name": "none"}, resources={"workers": 1})
     store = tmp_path / "mlruns"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lensearch", "tune", str(path), "--store", str(store)],
+    proc = subprocess.Popen([sys.executable, "-m", "lensearch", "tune", str(path), "--store", str(store),
+                             "--address", "auto"],  # join the session's cluster
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines, deadline = [], time.time() + 240
     try:

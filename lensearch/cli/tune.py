@@ -13,8 +13,8 @@ from pathlib import Path
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", help="join an existing Ray cluster (default: start a local one, or join the one "
-                                     "already running on this machine)")
+    p.add_argument("--address", help="join an existing Ray cluster, e.g. 'auto' for the one running on this "
+                                     "machine or HOST:6379 (default: start a local one)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite database under STORE)")
     p.add_argument("--store", default="mlruns", type=Path,
                    help="where searches, checkpoints and the default MLflow database live (default: ./mlruns)")

@@ -3,8 +3,8 @@ local instance with the dashboard on.
 
 The dashboard (``ray[default]``) is not decoration: Ray Train's placement-group cleaner needs the state
 API, and without it every early-stopped trial leaks its CPUs (see the stack notes). A second local Ray
-instance on the same host confuses that cleaner, so when one is already running here we join it instead
-of starting another.
+instance on the same host confuses that cleaner, so when one is already running here we neither start
+another nor join it silently: the user is told to pass ``--address auto``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
         if address:
             ray.init(address=address, **kwargs)
         elif (existing := _running_local_instance()) is not None:
-            ray.init(address=existing, **kwargs)
+            # Joining silently would tie this run to another process's cluster (which dies with it); a second
+            # local instance would confuse Ray Train's placement-group cleaner. Ask.
+            raise UserError(f"a Ray instance is already running on this machine ({existing}); join it with "
+                            "--address auto, or wait until it ends")
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=True, **kwargs)
     except ConnectionError as err:

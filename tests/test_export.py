@@ -1,0 +1,223 @@
+"""``lensearch export``: trial selection, TorchScript/ONNX parity, the card, MLflow Model Registry, bad input.
+
+One real tiny search (Ray Tune + Train, 2 single-worker trials of 1 epoch) serves the end-to-end checks;
+everything else runs on hand-written search directories (:func:`fake_search`), without Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lensearch import export
+from lensearch.cli import main
+from lensearch.data.store import iter_batches
+from lensearch.data.transforms import build_normalization
+from lensearch.export import ExportError, choose_trial, find_search, verify_parity
+from lensearch.models import registry
+from lensearch.training.checkpoint import save_checkpoint
+from lensearch.training.config import resolve_run_config
+
+REPO = Path(__file__).resolve().parents[1]
+RDN = {"num_features": 8, "num_blocks": 1, "num_layers": 2, "growth": 8}
+
+
+def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None) -> Path:
+    """A search directory as the tuner leaves it: search.yaml + trials/<id>/checkpoints/best.pt.
+
+    ``trials``: ``{trial_id: (model, hyperparameters, normalization, metrics)}``; weights are untrained
+    (seeded), so the exported model is deterministic.
+    """
+    search_dir = store / "searches" / f"{name}-20250101-000000"
+    search_dir.mkdir(parents=True)
+    doc = {"name": name, "objective": objective or {"metric": "val_psnr", "mode": "max"},
+           "space": {"model": {"choice": {"rdn": {}}}}}
+    (search_dir / "search.yaml").write_text(yaml.safe_dump(doc))
+    for trial_id, (model, params, norm, metrics) in trials.items():
+        torch.manual_seed(0)
+        net = registry.build(model, scale=2, **params)
+        config = resolve_run_config({"data": {"path": str(data)}, "model": {"name": model, **params},
+                                     "normalization": norm})
+        payload = {"epoch": 1, "best": metrics.get("val_psnr"), "model": net.state_dict(), "ema": None,
+                   "eval_model": net.state_dict(), "model_name": model,
+                   "model_params": registry.resolve_params(model, params), "kind": registry.get(model).kind,
+                   "scale": 2, "in_channels": 1, "normalization": build_normalization(norm).state(),
+                   "config": config, "metrics": metrics, "data_path": str(data)}
+        save_checkpoint(payload, search_dir / "trials" / trial_id / "checkpoints" / "best.pt")
+    return search_dir
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1
+    return err[-1]
+
+
+# ------------------------------------------------------------------------------------------- the real search
+@pytest.fixture(scope="session")
+def tiny_search(ray_cluster, tiny_h5, tmp_path_factory):
+    """One real search: smoke.yaml on the tiny data, 2 single-worker trials x 1 epoch, no early stopping."""
+    from lensearch.search.schema import load_search
+    from lensearch.search.tuner import SearchOptions, run_search
+
+    root = tmp_path_factory.mktemp("export_search")
+    doc = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    doc.update(name="exp", data={"path": str(tiny_h5)}, resources={"workers": 1},
+               budget={"num_samples": 2, "max_epochs": 1}, scheduler={"name": "none"})
+    path = root / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    outcome = run_search(load_search(path), SearchOptions(store=root / "mlruns", root=root, quiet=True))
+    assert [r.state for r in outcome.rows] == ["completed", "completed"]
+    return outcome
+
+
+@pytest.mark.ray
+def test_export_of_a_real_search_is_verified_self_contained_and_registered(tiny_search, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    store, best = tiny_search.search_dir.parent.parent, tiny_search.best()
+    out = tmp_path / "model"
+    assert main(["export", "exp", "--store", str(store), "--out", str(out)]) == 0
+    assert f"exported trial {best.trial_id}" in capsys.readouterr().out
+    man = json.loads((out / "export.json").read_text())
+    src = man["source"]
+    assert (src["trial_id"], src["run_id"], src["parent_run_id"]) == (best.trial_id, best.run_id,
+                                                                      tiny_search.parent_run_id)
+    assert "best val_psnr (max) of 2 finished trial(s)" in src["selection"]
+    for name in ("model.ts", "model.onnx", "state_dict.pt", "config.yaml", "normalization.json", "MODEL_CARD.md"):
+        assert (out / name).is_file(), name
+    for backend in ("torchscript", "onnx"):
+        check = man["verification"][backend]
+        assert check["max_abs_error"] <= check["tolerance"] and check["inputs"] == 3
+    # Same weights, same images, same metric code: the recomputed val PSNR is the training-time one.
+    val, test = man["metrics"]["val"], man["metrics"]["test"]
+    assert val["model"]["psnr"] == pytest.approx(best.best["val_psnr"], rel=1e-4)
+    assert {"psnr_clean", "ssim_clean", "mse_clean"} <= set(test["model"]) and test["noise_ceiling"]
+    assert test["bicubic"]["psnr"] > 0 and test["n"] == 13
+
+    # The folder alone rebuilds the model: state dict + normalization.json reproduce the TorchScript graph.
+    net = registry.build(man["model"]["name"], scale=2, **man["model"]["params"]).eval()
+    net.load_state_dict(torch.load(out / "state_dict.pt"))
+    norm = build_normalization(json.loads((out / "normalization.json").read_text()))
+    lr = torch.from_numpy(next(iter_batches(man["data"]["path"], "test", 4, ("lr",)))["lr"])
+    with torch.no_grad():
+        want = norm.invert(net(norm.apply(lr, lr)), lr)
+        torch.testing.assert_close(torch.jit.load(str(out / "model.ts"))(lr), want)
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["name"] == man["model"]["name"]
+
+    card = (out / "MODEL_CARD.md").read_text()
+    for text in ("## Quality", "bicubic PSNR", "ceiling PSNR", "hr_clean", "parameters", "FLOPs", "latency",
+                 best.trial_id, best.run_id, tiny_search.parent_run_id, str(tiny_search.search_dir),
+                 "ONNX opset 18", "`lensearch-exp` version 1"):
+        assert text in card, text
+
+    client = MlflowClient(tiny_search.tracking_uri)
+    v1 = client.get_model_version("lensearch-exp", "1")
+    assert v1.description.startswith("# ") and v1.tags["trial_id"] == best.trial_id
+    run = client.get_run(v1.run_id)
+    assert run.data.metrics["test_psnr"] == pytest.approx(test["model"]["psnr"])
+    assert run.data.metrics["test_bicubic_psnr"] == pytest.approx(test["bicubic"]["psnr"])
+    assert run.data.tags["lensearch.search_run_id"] == tiny_search.parent_run_id
+    assert "model/MODEL_CARD.md" in {a.path for a in client.list_artifacts(v1.run_id, "model")}
+
+    # Again, naming the search by its MLflow parent run id: a new version of the same registered model.
+    assert main(["export", tiny_search.parent_run_id, "--store", str(store), "--out", str(tmp_path / "m2")]) == 0
+    assert json.loads((tmp_path / "m2" / "export.json").read_text())["registered"]["version"] == 2
+    assert len(client.search_model_versions("name = 'lensearch-exp'")) == 2
+
+
+# ------------------------------------------------------------------------------------------- verification
+def test_verify_parity_reports_error_and_tolerance():
+    want = [np.linspace(0, 10, 64, dtype=np.float32).reshape(1, 1, 8, 8)]
+    ok = verify_parity("ONNX", [want[0] + 1e-4], want)
+    assert ok["max_abs_error"] == pytest.approx(1e-4, rel=1e-2) and ok["tolerance"] == pytest.approx(1e-3)
+    with pytest.raises(ExportError, match=r"TorchScript output differs from PyTorch on validation input "
+                                          r"\(1, 1, 8, 8\): max abs error 5\.000e-03 > tolerance 1\.000e-03"):
+        verify_parity("TorchScript", [want[0] + 5e-3], want)
+
+
+def test_a_perturbed_onnx_graph_fails_the_export_with_numbers(tiny_h5, tmp_path, capsys, monkeypatch):
+    fake_search(tmp_path / "mlruns", "p", {"t1": ("rdn", RDN, "minmax", {"val_psnr": 30.0})}, tiny_h5)
+    real = export._export_onnx
+
+    def tampered(model, example, path):
+        run = real(model, example, path)
+        return lambda x: run(x) * 1.01
+    monkeypatch.setattr(export, "_export_onnx", tampered)
+    out = tmp_path / "model"
+    assert main(["export", "p", "--store", str(tmp_path / "mlruns"), "--out", str(out), "--no-register"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("lensearch export: failed: ONNX output differs from PyTorch") and "> tolerance" in line
+    assert not out.exists() and not list(tmp_path.glob(".model*"))  # nothing half-written
+
+
+# ------------------------------------------------------------------------------------------- selection
+def test_multi_objective_selection_reports_the_pareto_front(tiny_h5, tmp_path):
+    metrics = {"a": {"val_psnr": 30.0, "params": 100.0}, "b": {"val_psnr": 28.0, "params": 50.0},
+               "c": {"val_psnr": 27.0, "params": 200.0}}
+    fake_search(tmp_path, "mo", {k: ("bicubic", {}, "minmax", m) for k, m in metrics.items()}, tiny_h5,
+                objective=[{"metric": "val_psnr", "mode": "max"}, {"metric": "params", "mode": "min"}])
+    ref = find_search("mo", store=tmp_path)
+    choice = choose_trial(ref)
+    assert choice.trial_id == "a"
+    assert "Pareto front: a, b" in choice.reason and "best by the first objective" in choice.reason
+    assert choose_trial(ref, trial="b").trial_id == "b"
+    assert choose_trial(ref, metric="params").trial_id == "b"          # direction known: cost metrics -> min
+    assert choose_trial(ref, metric="val_psnr", mode="min").trial_id == "c"
+
+
+def test_export_notes_skip_onnx_and_say_why(tiny_h5, tmp_path, capsys, monkeypatch):
+    spec = dataclasses.replace(registry.get("rdn"), export_notes="ONNX: not supported in this test")
+    monkeypatch.setitem(registry.MODELS._specs, "rdn", spec)
+    fake_search(tmp_path / "mlruns", "n", {"t1": ("rdn", RDN, "minmax", {"val_psnr": 30.0})}, tiny_h5)
+    out = tmp_path / "model"
+    assert main(["export", "n", "--store", str(tmp_path / "mlruns"), "--out", str(out), "--no-register"]) == 0
+    captured = capsys.readouterr()
+    assert "ONNX skipped for rdn: ONNX: not supported in this test" in captured.err
+    assert (out / "model.ts").exists() and not (out / "model.onnx").exists()
+    assert "skipped: ONNX: not supported in this test" in (out / "MODEL_CARD.md").read_text()
+    np.save(tmp_path / "x.npy", np.ones((8, 8), np.float32))
+    assert main(["upscale", str(out), str(tmp_path / "x.npy"), "--backend", "onnx"]) == 2
+    assert "this export has no onnx model (ONNX: not supported in this test)" in _error_line(capsys)
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def test_bad_input_is_one_line_and_exit_2(tiny_h5, tmp_path, capsys):
+    store = tmp_path / "mlruns"
+    fake_search(store, "ok", {"t1": ("bicubic", {}, "minmax", {"val_psnr": 30.0})}, tiny_h5)
+    (store / "searches" / "empty-20250101-000000" / "trials").mkdir(parents=True)
+    moved = fake_search(tmp_path / "other", "moved", {"t1": ("bicubic", {}, "minmax", {"val_psnr": 1.0})},
+                        tmp_path / "gone.h5")
+    (moved / "trials" / "t2" / "checkpoints").mkdir(parents=True)
+    (moved / "trials" / "t2" / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
+    cases = {
+        ("nosuch",): "unknown search 'nosuch': not a directory, not a search name under",
+        ("0123456789abcdef0123456789abcdef",): "unknown search '0123456789abcdef0123456789abcdef': no such MLflow run",
+        ("empty",): "no finished trial",
+        ("ok", "--trial", "zz"): "--trial zz: no finished trial with that id",
+        ("ok", "--metric", "val_nope"): "--metric val_nope: no known direction",
+        ("ok", "--metric", "val_ssim"): "--metric val_ssim: not reported by any finished trial",
+        (str(tmp_path),): "not a search directory",
+        (str(moved),): "t2/checkpoints/best.pt: unreadable checkpoint",
+    }
+    for args, message in cases.items():
+        assert main(["export", *args, "--store", str(store), "--out", str(tmp_path / "o"), "--no-register"]) == 2
+        line = _error_line(capsys)
+        assert line.startswith("lensearch export: error: ") and message in line, (args, line)
+    (moved / "trials" / "t2" / "checkpoints" / "best.pt").unlink()
+    assert main(["export", str(moved), "--out", str(tmp_path / "o"), "--no-register"]) == 2
+    assert "gone.h5) is missing; pass --data FILE.h5" in _error_line(capsys)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "keep.txt").write_text("x")
+    assert main(["export", "ok", "--store", str(store), "--out", str(tmp_path / "o"), "--no-register"]) == 2
+    assert "exists and is not empty (use --overwrite" in _error_line(capsys)
+    assert main(["export", "ok", "--store", str(store), "--out", str(tmp_path / "o"), "--no-register",
+                 "--overwrite"]) == 2
+    assert "--overwrite replaces only an earlier export folder (one with export.json)" in _error_line(capsys)
+    assert (tmp_path / "o" / "keep.txt").exists()
