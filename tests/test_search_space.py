@@ -119,3 +119,11 @@ def test_early_stopped_trials_are_told_to_optuna_as_pruned_not_complete(tmp_path
     assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
     assert trials[0].intermediate_values == {1: 31.0}
     assert trials[1].value == 33.0 and trials[1].intermediate_values == {1: 31.0, 2: 32.0, 3: 33.0}
+
+
+def test_tune_with_a_missing_explicit_data_file_fails_before_starting_anything(tmp_path, capsys):
+    path = _write(tmp_path, {"data": {"path": str(tmp_path / "typo.h5")}, **BASE})
+    assert main(["tune", str(path), "--store", str(tmp_path / "mlruns")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(path) in err and "typo.h5 does not exist" in err
+    assert not (tmp_path / "typo.h5").exists()

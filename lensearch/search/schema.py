@@ -203,8 +203,11 @@ def parse_search(raw: Any, path: Path) -> SearchFile:
     space = compile_space(raw["space"])
     for i, point in enumerate(searcher["initial_points"]):
         space.check_point(point, f"searcher.initial_points[{i}]")
+    data = _section(raw.get("data"), "data")
+    if data["path"] and "preset" not in (raw.get("data") or {}):
+        data["preset"] = None  # an explicit file that is missing is an error, not a cue to simulate into it
     return SearchFile(
-        path=path, name=name, data=_section(raw.get("data"), "data"), objectives=objectives,
+        path=path, name=name, data=data, objectives=objectives,
         budget=_section(raw.get("budget"), "budget"), scheduler=_section(raw.get("scheduler"), "scheduler"),
         searcher=searcher, resources=_section(raw.get("resources"), "resources"), space=space, raw=raw,
     )

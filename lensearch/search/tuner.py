@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from ray.tune import Callback
 
-from lensearch.errors import expect
+from lensearch.errors import UserError, expect
 from lensearch.search.schema import SearchFile
 from lensearch.search.tracking import trial_error_message
 from lensearch.training.config import MONITORABLE, resolve_run_config
@@ -275,7 +275,10 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     searches = store / SEARCHES
     search_dir, resuming = _resolve_search_dir(search, searches, opts.resume)
 
-    run_info = prepare_data(search.data, opts.root, progress=not opts.quiet)
+    try:
+        run_info = prepare_data(search.data, opts.root, progress=not opts.quiet)
+    except UserError as err:
+        raise UserError(f"{search.path}: {err}") from None
     reference = _reference(run_info["data_path"])
     handle = connect(opts.address)
     try:

@@ -56,8 +56,8 @@ SECTIONS = ("data", "model", "discriminator", "normalization", "augment", "optim
 _TYPES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 
 
-def _check_type(path: str, value: Any, default: Any) -> Any:
-    if default is None:
+def _check_type(path: str, value: Any, default: Any, allow_none: bool = False) -> Any:
+    if default is None or (value is None and allow_none):
         return value
     kind = type(default)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -67,14 +67,14 @@ def _check_type(path: str, value: Any, default: Any) -> Any:
     raise UserError(f"{path}: expected {_TYPES.get(kind, kind.__name__)}, got {value!r}")
 
 
-def _merge_section(name: str, given: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+def _merge_section(name: str, given: Any, defaults: dict[str, Any], allow_none: bool = False) -> dict[str, Any]:
     given = {} if given is None else given
     expect(isinstance(given, dict), f"{name}: expected a mapping, got {given!r}")
     unknown = sorted(set(given) - set(defaults))
     expect(not unknown, f"{name}.{unknown[0] if unknown else ''}: unknown key; valid keys: "
            f"{', '.join(sorted(defaults))}")
-    return {key: _check_type(f"{name}.{key}", given.get(key, default), default)
-            if key in given else default for key, default in defaults.items()}
+    return {key: _check_type(f"{name}.{key}", given[key], default, allow_none) if key in given else default
+            for key, default in defaults.items()}
 
 
 def resolve_run_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
@@ -85,7 +85,9 @@ def resolve_run_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     expect(not unknown, f"{unknown[0] if unknown else ''}: unknown section; valid sections: {', '.join(SECTIONS)}")
     out = {s: cfg.get(s) for s in SECTIONS}
     out["train"] = _merge_section("train", cfg.get("train"), TRAIN_DEFAULTS)
-    out["data"] = _merge_section("data", cfg.get("data"), DATA_DEFAULTS)
+    out["data"] = _merge_section("data", cfg.get("data"), DATA_DEFAULTS, allow_none=True)
+    if out["data"]["path"] and "preset" not in (cfg.get("data") or {}):
+        out["data"]["preset"] = None  # a missing explicit file is an error, not a cue to simulate into it
     train = out["train"]
     expect(train["epochs"] >= 1, f"train.epochs: expected >= 1, got {train['epochs']}")
     expect(train["batch_size"] >= 1, f"train.batch_size: expected >= 1, got {train['batch_size']}")
