@@ -35,7 +35,7 @@ from lensearch.models import registry
 from lensearch.models.cost import model_cost
 from lensearch.training.checkpoint import load_checkpoint, save_checkpoint
 from lensearch.training.config import MONITORABLE, split_choice
-from lensearch.training.context import RayTrainContext, RunContext, set_threads, unwrap
+from lensearch.training.context import RayTrainContext, RunContext, set_threads
 from lensearch.training.losses import AdversarialLoss, build_generator_loss
 from lensearch.training.optim import build_scheduler
 from lensearch.training.steps import STEPS, Amp, GanStep
@@ -147,6 +147,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         t0 = time.perf_counter()
         sums: dict[str, float] = {}  # image-weighted sums of the step's outputs (train_loss, train_d_loss, ...)
         seen = 0
+        # (a dict, not MetricSums: which outputs a step reports is only known once it has run)
         if step.trainable:
             step.g.train()
             if isinstance(train_loader.sampler, DistributedSampler):
@@ -182,13 +183,12 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         value = _monitored(metrics, monitor)
         if schedule is not None:
             schedule.step_epoch(value)
-        improved = best is None or (value > best if mode == "max" else value < best)
-        if improved and math.isfinite(value):
+        improved = math.isfinite(value) and (best is None or (value > best if mode == "max" else value < best))
+        if improved:
             best = value
         if ctx.is_main:
             payload = {
-                "epoch": epoch, "best": best, "model": unwrap(step.g).state_dict() if step.trainable
-                else generator.state_dict(),
+                "epoch": epoch, "best": best, "model": generator.state_dict(),  # DDP shares these parameters
                 "ema": ema.state_dict() if ema is not None else None,
                 "eval_model": evaluator.state_dict(), "step": step.state_dict(),
                 "scheduler": schedule.state_dict() if schedule else None,
@@ -209,32 +209,23 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
 
 @torch.no_grad()
 def evaluate(model, step, norm, loader, ctx: RunContext, *, with_clean: bool, amp: Amp) -> dict[str, float]:
-    """Validation metrics summed over this rank's shard, then all-reduced over ranks."""
+    """Validation metrics summed over this rank's shard, then all-reduced over ranks, as ``val_*`` means."""
     model.eval()
-    keys = ["psnr", "ssim", "mse"]
-    targets = ["hr", "hr_clean"] if with_clean else ["hr"]
-    sums = torch.zeros(len(targets) * len(keys) + 2, dtype=torch.float64)  # ... + loss sum, count
+    names = ["loss", *M.METRIC_NAMES] + ([f"{k}_clean" for k in M.METRIC_NAMES] if with_clean else [])
+    sums = M.MetricSums(names)
     for batch in loader:
         lr_raw = batch["lr"].to(ctx.device)
         lr_n = norm.apply(lr_raw, lr_raw)
         with amp.autocast():
             sr_n = model(lr_n).float()
         hr_n = norm.apply(batch["hr"].to(ctx.device), lr_raw)
-        sums[-2] += float(step.val_loss(lr_n, hr_n, sr_n)) * len(lr_raw)
-        sums[-1] += len(lr_raw)
+        sums.add({"loss": step.val_loss(lr_n, hr_n, sr_n).detach().float().expand(len(lr_raw))})
         sr = norm.invert(sr_n, lr_raw)
-        for t, target in enumerate(targets):
-            per_image = M.evaluate(sr, batch[target].to(ctx.device))
-            for k, key in enumerate(keys):
-                sums[t * len(keys) + k] += per_image[key].double().sum().cpu()
-    sums = ctx.all_reduce_sum(sums.to(ctx.device)).cpu()
-    count = max(float(sums[-1]), 1.0)
-    out = {"val_loss": float(sums[-2]) / count}
-    for t, target in enumerate(targets):
-        suffix = "_clean" if target == "hr_clean" else ""
-        for k, key in enumerate(keys):
-            out[f"val_{key}{suffix}"] = float(sums[t * len(keys) + k]) / count
-    return out
+        sums.update(sr, batch["hr"].to(ctx.device))
+        if with_clean:
+            sums.update(sr, batch["hr_clean"].to(ctx.device), suffix="_clean")
+    sums.load_tensor(ctx.all_reduce_sum(sums.as_tensor(ctx.device)))
+    return sums.means(prefix="val_")
 
 
 @torch.no_grad()
