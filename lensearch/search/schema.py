@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from lensearch.errors import UserError
 from lensearch.training.config import DATA_DEFAULTS
+from lensearch.yamlfile import read_yaml
 
 # Metrics an objective may name: what every trial reports.
 OBJECTIVE_METRICS = {"val_psnr", "val_ssim", "val_mse", "val_loss", "val_psnr_clean", "val_ssim_clean",
@@ -215,16 +214,4 @@ def parse_search(raw: Any, path: Path) -> SearchFile:
 
 def load_search(path: str | Path) -> SearchFile:
     """Read and validate a search-space file. Every error names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such search-space file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
-    try:
-        return parse_search(raw, path)
-    except UserError as err:
-        raise UserError(f"{path}: {err}") from None
+    return read_yaml(path, "search-space", lambda raw: parse_search(raw, Path(path)))

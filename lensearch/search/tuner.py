@@ -259,7 +259,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     trained (``lensearch train``), tracked exactly like a search trial."""
     from ray import tune
 
-    from lensearch.search.tracking import MLflowTracker, default_tracking_uri, versions
+    from lensearch.search.tracking import MLflowTracker, default_tracking_uri
     from lensearch.training.cluster import connect
     from lensearch.training.runner import prepare_data
 

@@ -25,9 +25,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lensearch.errors import UserError, expect
+from lensearch.yamlfile import read_yaml
 
 MONITORABLE = {
     "val_psnr": "max", "val_ssim": "max", "val_mse": "min", "val_loss": "min",
@@ -123,15 +122,4 @@ def split_choice(section: dict[str, Any], where: str) -> tuple[str, dict[str, An
 
 def load_run_config(path: str | Path) -> dict[str, Any]:
     """Read a run-configuration YAML file; errors name the file."""
-    path = Path(path)
-    expect(path.is_file(), f"{path}: no such run-configuration file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    try:
-        return resolve_run_config(raw)
-    except UserError as err:
-        raise UserError(f"{path}: {err}") from None
+    return read_yaml(path, "run-configuration", resolve_run_config)
