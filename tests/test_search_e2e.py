@@ -182,3 +182,20 @@ def test_interrupted_search_resumes_without_rerunning_or_relogging(ray_cluster, 
     for child in children:
         history = client.get_metric_history(child.info.run_id, "val_psnr")
         assert [m.step for m in history] == [1, 2]    # finished trials were not rerun or logged twice
+
+
+def test_a_diverging_trial_errors_alone_and_is_logged_with_its_reason(ray_cluster, tiny_h5, tmp_path):
+    space = {"model": {"choice": {"rdn": {"num_features": 8, "num_blocks": 1, "num_layers": 2, "growth": 8}}},
+             "optimizer": {"choice": {"sgd": {"lr": {"categorical": [1e-3, 1e30]}, "momentum": 0.0}}},
+             "train": {"batch_size": 16}}
+    points = [{"model": "rdn", "optimizer": "sgd", "optimizer.sgd.lr": lr} for lr in (1e30, 1e-3)]
+    path = _smoke_copy(tmp_path, tiny_h5, name="diverge", space=space, budget={"num_samples": 2, "max_epochs": 1},
+                       scheduler={"name": "none"}, resources={"workers": 1},
+                       searcher={"name": "random", "seed": 0, "initial_points": points})
+    outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path, quiet=True))
+    by_lr = {r.params["optimizer.sgd.lr"]: r for r in outcome.rows}
+    assert by_lr[1e-3].state == "completed"
+    assert by_lr[1e30].state.startswith("errored:") and "non-finite loss" in by_lr[1e30].state
+    client = MlflowClient(outcome.tracking_uri)
+    failed = client.get_run(by_lr[1e30].run_id)
+    assert failed.info.status == "FAILED" and "epoch 1, step" in failed.data.tags["state"]

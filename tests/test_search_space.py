@@ -127,3 +127,11 @@ def test_tune_with_a_missing_explicit_data_file_fails_before_starting_anything(t
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(path) in err and "typo.h5 does not exist" in err
     assert not (tmp_path / "typo.h5").exists()
+
+
+def test_shipped_run_configuration_is_valid():
+    from lensearch.training.config import load_run_config
+    from lensearch.training.validate import check_run_config
+
+    config = check_run_config(load_run_config(REPO / "experiments" / "runs" / "rdn_tiny.yaml"))
+    assert config["model"]["name"] == "rdn" and config["train"]["monitor"] == "val_psnr_clean"

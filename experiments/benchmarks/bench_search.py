@@ -81,6 +81,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--count", type=int, default=384)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="searcher seeds for part [2]")
+    ap.add_argument("--skip-overhead", action="store_true", help="only part [2]")
     args = ap.parse_args()
     handle = connect()
     try:
@@ -88,22 +90,33 @@ def main() -> None:
             tmp = Path(tmp)
             data = tmp / "tiny.h5"
             simulate_to_h5(data, "tiny", args.count, 0, workers=1, progress=False)
-            one = _search(tmp, data, "overhead1", 2, 2, {"name": "none"}, {"name": "random", "seed": 0}, workers=1)
-            two = _search(tmp, data, "overhead2", 2, 2, {"name": "none"}, {"name": "random", "seed": 0}, workers=2)
-            print(f"[1] fixed per-trial overhead: 1 worker (direct) {overhead(one):.1f} s | "
-                  f"2 workers (Ray Train DDP) {overhead(two):.1f} s")
-            rnd = _search(tmp, data, "random", args.trials, args.epochs, {"name": "none"},
-                          {"name": "random", "seed": 0})
-            best = max(r["val_psnr"] for r in rnd)
-            budget = args.trials * args.epochs
-            asha = _search(tmp, data, "asha_tpe", args.trials * 2, args.epochs,
-                           {"name": "asha", "grace_period": 1, "reduction_factor": 3},
-                           {"name": "tpe", "seed": 0, "startup_trials": max(2, args.trials // 4)})
-            needed = epochs_to_reach(asha, best)
-            shown = f"{needed} epochs, ratio {needed / budget:.2f}" if needed else "never reached it"
-            print(f"[2] random search: best val_psnr {best:.3f} after {len(rnd)} epochs ({args.trials} trials x "
-                  f"{args.epochs}) | ASHA+TPE reached it after {shown} (goal <= 0.33); ASHA+TPE best "
-                  f"{max(r['val_psnr'] for r in asha):.3f} in {len(asha)} epochs")
+            if not args.skip_overhead:
+                one = _search(tmp, data, "overhead1", 2, 2, {"name": "none"}, {"name": "random", "seed": 0},
+                              workers=1)
+                two = _search(tmp, data, "overhead2", 2, 2, {"name": "none"}, {"name": "random", "seed": 0},
+                              workers=2)
+                print(f"[1] fixed per-trial overhead: 1 worker (direct) {overhead(one):.1f} s | "
+                      f"2 workers (Ray Train DDP) {overhead(two):.1f} s")
+            ratios = []
+            for seed in args.seeds:
+                rnd = _search(tmp, data, f"random{seed}", args.trials, args.epochs, {"name": "none"},
+                              {"name": "random", "seed": seed})
+                best = max(r["val_psnr"] for r in rnd)
+                budget = args.trials * args.epochs
+                asha = _search(tmp, data, f"asha_tpe{seed}", args.trials * 2, args.epochs,
+                               {"name": "asha", "grace_period": 1, "reduction_factor": 3},
+                               {"name": "tpe", "seed": seed, "startup_trials": max(2, args.trials // 4)})
+                needed = epochs_to_reach(asha, best)
+                ratios.append(needed / budget if needed else float("inf"))
+                shown = (f"reached it after {needed} epochs, ratio {needed / budget:.2f}" if needed
+                         else "never reached it")
+                print(f"[2] seed {seed}: random search best val_psnr {best:.3f} after {len(rnd)} epochs "
+                      f"({args.trials} trials x {args.epochs}) | ASHA+TPE {shown} (goal <= 0.33);"
+                      f" ASHA+TPE best {max(r['val_psnr'] for r in asha):.3f} in {len(asha)} epochs", flush=True)
+            if len(ratios) > 1:
+                finite = sorted(ratios)
+                print(f"[2] ratios over seeds {args.seeds}: {', '.join(f'{r:.2f}' for r in ratios)}; "
+                      f"median {finite[len(finite) // 2]:.2f}")
     finally:
         handle.close()
 

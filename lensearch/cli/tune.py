@@ -39,9 +39,9 @@ def register(sub) -> None:
     p.add_argument("--num-samples", type=int, help="override budget.num_samples")
     p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="SEARCH_DIR",
-                   help="continue an interrupted search (the latest one of this name, or SEARCH_DIR): finished "
-                        "trials are neither rerun nor logged twice; unfinished ones continue from their last "
-                        "checkpoint")
+                   help="continue an interrupted search (the latest one of this name, or SEARCH_DIR) with the "
+                        "search file and budget it started with: finished trials are neither rerun nor logged "
+                        "twice; unfinished ones continue from their last checkpoint")
     add_run_options(p)
     p.set_defaults(func=run_tune)
 

@@ -9,6 +9,7 @@ and ``tune/`` (Ray Tune's experiment state, which Tune re-uploads wholesale, so 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -24,7 +25,7 @@ import yaml
 from ray.tune import Callback
 
 from lensearch.errors import UserError, expect
-from lensearch.search.schema import SearchFile
+from lensearch.search.schema import SearchFile, load_search
 from lensearch.search.tracking import trial_error_message
 from lensearch.training.config import MONITORABLE, resolve_run_config
 from lensearch.training.runner import Resources, describe_failure
@@ -32,6 +33,7 @@ from lensearch.training.runner import Resources, describe_failure
 SEARCHES = "searches"
 TRIALS = "trials"
 TUNE = "tune"
+BUDGET = "budget.json"  # the budget a search started with (CLI overrides applied), reused by --resume
 COST_METRICS = ("params", "flops", "latency_ms")
 
 
@@ -141,10 +143,7 @@ class ProgressPrinter(Callback):
         self.metric, self.max_epochs = metric, max_epochs
         self.t0 = time.time()
 
-    def __getstate__(self):  # restored after a resume: count time from the restart
-        return {**self.__dict__, "t0": time.time()}
-
-    def __setstate__(self, state):
+    def __setstate__(self, state):  # unpickled by Tuner.restore: count time from the restart
         self.__dict__.update(state, t0=time.time())
 
     def _say(self, text: str) -> None:
@@ -264,16 +263,23 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     from lensearch.training.runner import prepare_data
 
     t0 = time.time()
-    budget = dict(search.budget)
-    if opts.num_samples is not None:
-        budget["num_samples"] = opts.num_samples
-    if opts.max_epochs is not None:
-        budget["max_epochs"] = opts.max_epochs
-    max_epochs = budget["max_epochs"]
     store = (opts.root / opts.store).resolve() if not Path(opts.store).is_absolute() else Path(opts.store)
     tracking_uri = opts.tracking_uri or default_tracking_uri(store)
     searches = store / SEARCHES
     search_dir, resuming = _resolve_search_dir(search, searches, opts.resume)
+    budget_file = search_dir / BUDGET
+    if resuming and budget_file.exists():
+        # Continue exactly what was started: the recorded search file and budget, not today's edits/flags.
+        if fixed_config is None and (search_dir / "search.yaml").exists():
+            search = load_search(search_dir / "search.yaml")
+        budget = json.loads(budget_file.read_text())
+    else:
+        budget = dict(search.budget)
+        if opts.num_samples is not None:
+            budget["num_samples"] = opts.num_samples
+        if opts.max_epochs is not None:
+            budget["max_epochs"] = opts.max_epochs
+    max_epochs = budget["max_epochs"]
 
     try:
         run_info = prepare_data(search.data, opts.root, progress=not opts.quiet)
@@ -289,6 +295,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         # the file as run: the search file, or for a single training the resolved run configuration
         record = search_dir / ("run.yaml" if fixed_config is not None else "search.yaml")
         if not resuming:
+            budget_file.write_text(json.dumps(budget))
             if fixed_config is not None:
                 record.write_text(yaml.safe_dump(fixed_config, sort_keys=False))
             else:
