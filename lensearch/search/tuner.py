@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -232,7 +233,8 @@ def _resolve_search_dir(search: SearchFile, searches: Path, resume: bool | str) 
         expect(path.is_dir(), f"--resume {resume}: no such search directory")
         return path, True
     if resume:
-        candidates = sorted(p for p in searches.glob(f"{search.name}-*") if p.is_dir())
+        pattern = re.compile(re.escape(search.name) + r"-\d{8}-\d{6}(-\d+)?$")  # not "smoke-big-..." for "smoke"
+        candidates = sorted(p for p in searches.glob(f"{search.name}-*") if p.is_dir() and pattern.match(p.name))
         expect(candidates, f"--resume: no earlier search named '{search.name}' under {searches}")
         return candidates[-1], True
     stamp = time.strftime("%Y%m%d-%H%M%S")
