@@ -135,3 +135,18 @@ def test_shipped_run_configuration_is_valid():
 
     config = check_run_config(load_run_config(REPO / "experiments" / "runs" / "rdn_tiny.yaml"))
     assert config["model"]["name"] == "rdn" and config["train"]["monitor"] == "val_psnr_clean"
+
+
+def test_a_clean_metric_on_data_without_hr_clean_is_refused_up_front(tmp_path, capsys):
+    import numpy as np
+
+    from lensearch.data.store import write_h5
+
+    rng = np.random.default_rng(0)
+    hr = rng.random((24, 1, 16, 16), dtype=np.float32)
+    data = tmp_path / "noclean.h5"
+    write_h5(data, hr=hr, lr=hr[:, :, ::2, ::2].copy())
+    path = _write(tmp_path, {"data": {"path": str(data)}, "objective": {"metric": "val_psnr_clean"}, **BASE})
+    assert main(["tune", str(path), "--store", str(tmp_path / "mlruns")]) == 2
+    err = capsys.readouterr().err
+    assert "val_psnr_clean needs noise-free HR" in err and err.strip().count("\n") == 0

@@ -47,13 +47,13 @@ def run_sample(args) -> int:
     import optuna
 
     from lensearch.search.schema import load_search
-    from lensearch.search.tuner import _sampler
+    from lensearch.search.tuner import make_sampler
 
     search = load_search(args.file)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = dict(search.searcher, seed=args.seed if args.seed is not None else search.searcher["seed"])
     directions = ["maximize" if o.mode == "max" else "minimize" for o in search.objectives]
-    study = optuna.create_study(sampler=_sampler(searcher, search.multi_objective), directions=directions)
+    study = optuna.create_study(sampler=make_sampler(searcher, search.multi_objective), directions=directions)
     for i in range(args.num):
         trial = study.ask()
         search.space.suggest(trial)

@@ -24,6 +24,7 @@ from typing import Any
 from ray.tune import Callback
 
 from lensearch import __version__
+from lensearch.training.runner import error_line
 
 STATE_FILE = "mlflow_runs.json"
 # Result keys that are bookkeeping rather than metrics.
@@ -185,9 +186,7 @@ class MLflowTracker(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ensure()
         epoch = int((trial.last_result or {}).get("epoch", 0))
-        max_epochs = self.info["max_epochs"]
-        state = "completed" if epoch >= max_epochs else f"stopped early at epoch {epoch}"
-        self._finish(trial, "FINISHED", state)
+        self._finish(trial, "FINISHED", end_state(epoch, self.info["max_epochs"]))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ensure()
@@ -226,8 +225,13 @@ class MLflowTracker(Callback):
         self.client.set_terminated(run_id, status=status)
 
 
+def end_state(epoch: int, max_epochs: int) -> str:
+    """How a trial that ended without error ended, as logged and shown everywhere."""
+    return "completed" if epoch >= max_epochs else f"stopped early at epoch {epoch}"
+
+
 def trial_error_message(trial) -> str:
-    """The last line of a trial's error, for a one-line state."""
+    """The useful line of a trial's error, for a one-line state."""
     text = ""
     try:
         err = trial.get_error()
@@ -236,8 +240,4 @@ def trial_error_message(trial) -> str:
         pass
     if not text and getattr(trial, "error_file", None) and Path(trial.error_file).exists():
         text = Path(trial.error_file).read_text()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        if "non-finite" in line or line.startswith(("RuntimeError", "ValueError", "UserError")):
-            return line[:500]
-    return (lines[-1] if lines else "unknown error")[:500]
+    return error_line(text)

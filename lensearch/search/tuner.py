@@ -27,7 +27,7 @@ from ray.tune import Callback
 
 from lensearch.errors import UserError, expect
 from lensearch.search.schema import SearchFile, load_search
-from lensearch.search.tracking import trial_error_message
+from lensearch.search.tracking import end_state, trial_error_message
 from lensearch.training.config import MONITORABLE, resolve_run_config
 from lensearch.training.runner import Resources, describe_failure
 
@@ -39,7 +39,7 @@ COST_METRICS = ("params", "flops", "latency_ms")
 
 
 # ------------------------------------------------------------------------------------------ searcher
-def _sampler(searcher: dict[str, Any], multi: bool):
+def make_sampler(searcher: dict[str, Any], multi: bool):
     import warnings
 
     import optuna
@@ -95,7 +95,7 @@ def make_searcher(search: SearchFile, max_epochs: int):
         space=search.space.suggest,
         metric=metrics if multi else metrics[0],
         mode=modes if multi else modes[0],
-        sampler=_sampler(search.searcher, multi),
+        sampler=make_sampler(search.searcher, multi),
         points_to_evaluate=[dict(p) for p in search.searcher["initial_points"]] or None,
     )
 
@@ -161,9 +161,8 @@ class ProgressPrinter(Callback):
                   f"{self.metric}={shown} ({result.get('epoch_time_s', 0):.1f}s)")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        epoch = (trial.last_result or {}).get("epoch", 0)
-        state = "completed" if epoch >= self.max_epochs else f"stopped early at epoch {epoch}"
-        self._say(f"trial {trial.trial_id} {state}")
+        epoch = int((trial.last_result or {}).get("epoch", 0))
+        self._say(f"trial {trial.trial_id} {end_state(epoch, self.max_epochs)}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._say(f"trial {trial.trial_id} errored: {trial_error_message(trial)}")
@@ -287,6 +286,10 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         run_info = prepare_data(search.data, opts.root, progress=not opts.quiet)
     except UserError as err:
         raise UserError(f"{search.path}: {err}") from None
+    wanted = [m for m in _metrics_named(search, fixed_config) if m.endswith("_clean")]
+    expect(run_info["has_clean"] or not wanted,
+           f"{search.path}: {wanted[0] if wanted else ''} needs noise-free HR (hr_clean), which "
+           f"{run_info['data_path']} does not have; use val_psnr / val_ssim / val_mse")
     reference = _reference(run_info["data_path"])
     handle = connect(opts.address)
     try:
@@ -356,6 +359,22 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         return outcome
     finally:
         handle.close()
+
+
+def _metrics_named(search: SearchFile, fixed_config: dict[str, Any] | None) -> list[str]:
+    """Metrics the run will need: the objectives and every value ``train.monitor`` can take."""
+    from lensearch.search.space import Dist, Fixed, Section
+
+    names = [o.metric for o in search.objectives]
+    if fixed_config is not None:
+        return names + [fixed_config["train"]["monitor"]]
+    train = search.space.root.items.get("train")
+    monitor = train.items.get("monitor") if isinstance(train, Section) else None
+    if isinstance(monitor, Fixed):
+        names.append(monitor.value)
+    elif isinstance(monitor, Dist) and monitor.kind == "categorical":
+        names.extend(monitor.args)
+    return names
 
 
 def _reference(data_path: str) -> dict[str, float]:
@@ -428,12 +447,10 @@ def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, second
                     best[m] = float(row[m])
         if result.error is not None:
             state = f"errored: {describe_failure(result.error)}"
-        elif epochs >= max_epochs:
-            state = "completed"
-        elif interrupted and tid not in tracker.finished:
+        elif interrupted and epochs < max_epochs and tid not in tracker.finished:
             state = f"interrupted at epoch {epochs}"
         else:
-            state = f"stopped early at epoch {epochs}"
+            state = end_state(epochs, max_epochs)
         ckpt = Path(search_dir) / TRIALS / tid / "checkpoints" / "best.pt"
         params = {k: v for k, v in (result.config or {}).items()}
         rows.append(TrialRow(tid, state, epochs, best, params, str(ckpt) if ckpt.exists() else None,

@@ -140,14 +140,20 @@ def run_in_trial(config: dict[str, Any], run: dict[str, Any], resources: Resourc
         raise RuntimeError(_root_message(err)) from err
 
 
+_USEFUL = ("lensearch.", "NonFiniteLoss", "RuntimeError", "ValueError", "UserError")
+
+
+def error_line(text: str) -> str:
+    """The innermost useful line of an error text (Ray wraps a worker's error in several layers)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if line.startswith(_USEFUL) or "non-finite" in line:
+            return line[:500]
+    return (lines[-1] if lines else "unknown error")[:500]
+
+
 def _root_message(err: BaseException) -> str:
-    """The innermost useful message of a Ray Train failure chain."""
-    text = str(err)
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line.startswith(("lensearch.", "NonFiniteLoss", "RuntimeError:", "ValueError:")) or "non-finite" in line:
-            return line
-    return text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+    return error_line(str(err)) if str(err).strip() else type(err).__name__
 
 
 def describe_failure(err: BaseException) -> str:
