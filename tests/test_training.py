@@ -35,7 +35,7 @@ def test_pixel_model_learns_reports_every_epoch_and_checkpoints(tiny_h5, tmp_pat
     config = {"model": TINY_RDN, "normalization": {"name": "asinh", "softening": 0.1},
               "optimizer": {"name": "adam", "lr": 2e-3}, "scheduler": {"name": "warmup_cosine"},
               "train": {"epochs": 4, "batch_size": 8}}
-    reports = _fit(config, _run(tiny_h5, tmp_path))
+    reports = _fit(config, _run(tiny_h5, tmp_path, measure_latency=True))
     assert [r["epoch"] for r in reports] == [1, 2, 3, 4]
     for key in ("val_psnr", "val_ssim", "val_mse", "train_loss", "lr", "epoch_time_s", "images_per_s",
                 "val_psnr_clean", "params", "flops", "latency_ms"):

@@ -7,7 +7,8 @@ Tune trial, or a plain process in tests and benchmarks).
 One epoch = one report. Each report carries ``epoch``, ``train_loss``, ``lr``, ``epoch_time_s``,
 ``images_per_s`` (training images per second over all workers), and the validation metrics
 ``val_psnr``, ``val_ssim``, ``val_mse``, ``val_loss`` (plus ``*_clean`` against noise-free HR when the
-file holds it). Validation metrics are summed over *all* workers' shards and divided by the global
+file holds it), and the model's cost: ``params``, ``flops`` (and ``latency_ms`` when asked for).
+Validation metrics are summed over *all* workers' shards and divided by the global
 count, on images put back into data units (normalization inverted) and unit-scaled by the reference HR
 (the DeepLense convention, see :mod:`lensearch.metrics`).
 
@@ -32,7 +33,7 @@ from lensearch import metrics as M
 from lensearch.data.store import SRDataset
 from lensearch.data.transforms import build_augment, build_normalization
 from lensearch.models import registry
-from lensearch.models.cost import model_cost
+from lensearch.models.cost import count_params, estimate_flops, measure_latency
 from lensearch.training.checkpoint import load_checkpoint, save_checkpoint
 from lensearch.training.config import MONITORABLE, split_choice
 from lensearch.training.context import RayTrainContext, RunContext, set_threads
@@ -78,7 +79,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     """Train ``config`` (a resolved run configuration); returns the last epoch's metrics.
 
     ``run`` keys: ``data_path`` (absolute HDF5 path), ``dir`` (checkpoint/artifact directory, absolute),
-    ``stats`` (train-split statistics for the normalization), ``scale``, ``in_channels``, ``threads``.
+    ``stats`` (train-split statistics for the normalization), ``scale``, ``in_channels``, ``threads``,
+    ``measure_latency`` (report ``latency_ms`` too).
     """
     tcfg = config["train"]
     seed = int(tcfg["seed"])
@@ -124,9 +126,13 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         ema = torch.optim.swa_utils.AveragedModel(
             generator, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tcfg["ema_decay"]))
 
-    # Cost of one forward pass on one validation-sized LR image (for quality-vs-cost objectives).
+    # Cost of one forward pass on one validation-sized LR image (for quality-vs-cost objectives). Latency
+    # takes several timed passes (seconds for a diffusion model), so only when a search asks for it.
     lr_shape = (1, *val_set[0]["lr"].shape)
-    cost = model_cost(generator.to(ctx.device), lr_shape, repeats=5)
+    generator.to(ctx.device)
+    cost = {"params": count_params(generator), "flops": estimate_flops(generator, lr_shape)}
+    if run.get("measure_latency"):
+        cost["latency_ms"] = measure_latency(generator, lr_shape, repeats=5)
 
     start_epoch, best = 1, None
     state = load_checkpoint(ckpt_dir / "last.pt", map_location=ctx.device)
