@@ -443,6 +443,7 @@ def export_search(search: str, out: str | os.PathLike, *, store: str | os.PathLi
         log(f"scoring {' and '.join(splits)} against bicubic on {data_path.name}")
         manifest["metrics"] = {s: score_split(model, data_path, s, batch_size, device) for s in splits}
         (tmp / FILES["card"]).write_text(export_card.render(manifest, ckpt["config"]))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))  # the registered copy must be complete
         if register:
             name = registered_name or f"lensearch-{ref.name}"
             manifest["registered"] = register_export(tmp, manifest, ref, name)

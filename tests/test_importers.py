@@ -115,3 +115,10 @@ def test_fits_multi_extension(tmp_path, capsys):
     assert open_h5(out).n == 2
     with pytest.raises(UserError, match="--hdu 5 not found"):
         import_fits(hr, lr, tmp_path / "g.h5", hdu=5)
+
+
+def test_import_onto_a_directory_is_refused_before_reading(tmp_path, capsys):
+    from lensearch.cli import main
+
+    assert main(["data", "import-deeplense", str(tmp_path), "--out", str(tmp_path), "--overwrite"]) == 2
+    assert "is a directory" in capsys.readouterr().err

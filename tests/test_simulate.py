@@ -187,3 +187,13 @@ def test_cli_unknown_preset_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope" in err and "tiny" in err and "model_i" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_output_is_one_line_and_exit_2(tmp_path, capsys):
+    from lensearch.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["simulate", "--count", "16", "--out", str(blocker / "x.h5"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot write here" in err and str(blocker / "x.h5") in err

@@ -5,7 +5,7 @@ its parser and sets ``func`` to a handler taking the parsed arguments. Handlers 
 (torch, ray, mlflow) lazily so ``lensearch --help`` stays fast.
 
 User mistakes raise :class:`lensearch.errors.UserError`; they are printed as a single line and the process
-exits with status 2. Ctrl-C exits with 130 after whatever was already written has been kept.
+exits with status 2, as is an ``OSError`` on a path the user gave (missing folder, permissions, full disk). Ctrl-C exits with 130 after whatever was already written has been kept.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"lensearch {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path the user gave that cannot be read or written (missing, permissions, disk)
+        print(f"lensearch {args.command}: error: {err.strerror or err}"
+              + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lensearch {args.command}: interrupted", file=sys.stderr)

@@ -58,6 +58,8 @@ def _warn(skipped: dict[str, list[str]], show: int = 3) -> None:
 
 def _check_out(out: str | Path, overwrite: bool) -> Path:
     out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory; --out takes an .h5 file path")
     if out.exists() and not overwrite:
         raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
     return out

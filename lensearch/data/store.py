@@ -125,8 +125,11 @@ class H5Writer:
         self._written = np.zeros(self.n, dtype=bool)
 
     def __enter__(self) -> H5Writer:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self._file = h5py.File(self.partial, "w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = self._file = h5py.File(self.partial, "w")
+        except OSError as err:
+            raise UserError(f"{self.path}: cannot write here ({err.strerror or err})") from None
         kw = {"dtype": "f4", "compression": self.compression}
         f.create_dataset("hr", shape=(self.n, 1, *self.hr_size), chunks=(1, 1, *self.hr_size), **kw)
         f.create_dataset("lr", shape=(self.n, 1, *self.lr_size), chunks=(1, 1, *self.lr_size), **kw)
