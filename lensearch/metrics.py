@@ -19,6 +19,8 @@ PSNR clamps the MSE at ``1e-10 * data_range**2`` so a perfect prediction gives 1
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -55,7 +57,9 @@ def psnr(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torc
     return 10.0 * torch.log10(data_range**2 / err)
 
 
+@functools.lru_cache(maxsize=16)
 def _gaussian_window(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The normalised 1-D Gaussian (built once per dtype and device, not on every SSIM call)."""
     x = torch.arange(SSIM_WIN, dtype=torch.float64) - (SSIM_WIN - 1) / 2
     g = torch.exp(-0.5 * (x / SSIM_SIGMA) ** 2)
     return (g / g.sum()).to(dtype=dtype, device=device)
@@ -164,14 +168,6 @@ class MetricSums:
     @classmethod
     def from_tensor(cls, t: torch.Tensor, names: Iterable[str] = METRIC_NAMES) -> MetricSums:
         return cls(names).load_tensor(t)
-
-    def merge(self, other: MetricSums) -> MetricSums:
-        if other.names != self.names:
-            raise ValueError(f"cannot merge metrics {other.names} into {self.names}")
-        for k in self.names:
-            self.sums[k] += other.sums[k]
-            self.counts[k] += other.counts[k]
-        return self
 
     def means(self, prefix: str = "") -> dict[str, float]:
         """``{prefix + name: mean}``; NaN for a metric that received no values."""

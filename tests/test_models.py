@@ -253,3 +253,9 @@ def test_cli_list_and_show(capsys):
     assert "num_features" in out and "vgg_style" in out and "GFLOPs" in out
     with pytest.raises(UserError, match="--set: expected KEY=VALUE"):
         _cli(["models", "show", "rdn", "--set", "num_blocks"])
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_model_refuses_an_unsupported_scale_with_a_user_error(name):
+    with pytest.raises(UserError, match="scale: expected one of"):
+        registry.build(name, scale=5)

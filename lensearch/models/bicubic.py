@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lensearch.models.common import bicubic
+from lensearch.models.common import bicubic, check_scale
 from lensearch.models.registry import ModelSpec, register
 
 
@@ -14,7 +14,7 @@ class Bicubic(nn.Module):
 
     def __init__(self, scale: int = 2, in_channels: int = 1):
         super().__init__()
-        self.scale, self.in_channels = scale, in_channels
+        self.scale = check_scale(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return bicubic(x, self.scale)

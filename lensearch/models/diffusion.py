@@ -203,5 +203,4 @@ register(ModelSpec(
               "clamp the predicted residual to +-this (image units) while sampling; 0: off", low=0.0, high=1e3),
     ),
     summary="SR3-style conditional DDPM on the residual over bicubic (small UNet), deterministic DDIM sampling",
-    size_multiple=2,
 ))

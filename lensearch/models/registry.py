@@ -123,7 +123,6 @@ class ModelSpec:
     params: tuple[Param, ...]
     summary: str
     discriminator: str | None = None
-    size_multiple: int = 1
     export_notes: str = ""
 
 

@@ -162,5 +162,4 @@ register(ModelSpec(
         BICUBIC_SKIP,
     ),
     summary="SwinIR-type transformer: residual groups of (shifted-)window attention, pixel-shuffle upsampler",
-    size_multiple=8,
 ))

@@ -93,15 +93,13 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     generator = registry.build(model_name, scale=run["scale"], in_channels=run.get("in_channels", 1),
                                **model_params)
     norm = build_normalization(config["normalization"], run.get("stats"))
-    loss_cfg = dict(config["loss"])
-    adversarial = loss_cfg.pop("adversarial", "ragan")
-    gen_loss = build_generator_loss(loss_cfg)
+    gen_loss = build_generator_loss(config["loss"])
     amp = Amp(tcfg["amp"], ctx.device)
     if spec.kind == "gan":
         disc = registry.build_discriminator(spec.discriminator, in_channels=run.get("in_channels", 1),
                                             **config["discriminator"])
         step = GanStep(ctx, generator, config, gen_loss, amp, discriminator=disc,
-                       adversarial=AdversarialLoss(adversarial))
+                       adversarial=AdversarialLoss(gen_loss.adversarial))
     else:
         step = STEPS[spec.kind](ctx, generator, config, gen_loss, amp)
 

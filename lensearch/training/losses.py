@@ -82,7 +82,6 @@ class GeneratorLoss(nn.Module):
 
     def __init__(self, cfg: dict[str, Any], content: ContentLoss | None = None):
         super().__init__()
-        self.cfg = cfg
         self.adv_weight, self.adversarial = cfg["adv_weight"], cfg["adversarial"]
         pixel = PIXEL_LOSSES[cfg["pixel"]]
         if pixel is charbonnier:

@@ -114,7 +114,7 @@ class GanStep(Step):
         self.opt_d = build_optimizer(discriminator.parameters(), cfg["optimizer"],
                                      lr_factor=cfg["train"]["d_lr_factor"])
         self.adv = adversarial
-        self.adv_weight = float(cfg["loss"].get("adv_weight", 5e-3))
+        self.adv_weight = gen_loss.adv_weight
         self.warmup = cfg["train"]["gan_warmup_epochs"]
 
     @property

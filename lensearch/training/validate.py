@@ -29,9 +29,7 @@ def check_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     build_augment(cfg["augment"])
     validated("optimizer", OPTIMIZERS, cfg["optimizer"])
     validated("scheduler", SCHEDULERS, cfg["scheduler"])
-    loss = dict(cfg["loss"])
-    adversarial = loss.pop("adversarial", "ragan")
-    build_generator_loss(loss)
+    loss = build_generator_loss(cfg["loss"])
     if spec.kind == "gan":
-        AdversarialLoss(adversarial)
+        AdversarialLoss(loss.adversarial)
     return cfg
