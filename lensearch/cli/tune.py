@@ -38,6 +38,14 @@ def register(sub) -> None:
     p.add_argument("file", type=Path, help="search-space file, e.g. search_spaces/smoke.yaml")
     p.add_argument("--num-samples", type=int, help="override budget.num_samples")
     p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="override budget.time_budget_s: the whole search stops after this many seconds; trials "
+                        "still running are cut at their last report and keep their best checkpoint")
+    p.add_argument("--profile", help="apply this profile of the file (default: 'gpu' when the Ray cluster has a "
+                                     "GPU, else 'cpu', where the file has them)")
+    p.add_argument("--data", type=Path, metavar="FILE.h5",
+                   help="search on this HDF5 file (e.g. from `lensearch data import-deeplense`) instead of the "
+                        "file's data section")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="SEARCH_DIR",
                    help="continue an interrupted search (the latest one of this name, or SEARCH_DIR) with the "
                         "search file and budget it started with: finished trials are neither rerun nor logged "
@@ -86,9 +94,17 @@ def run_tune(args) -> int:
     from lensearch.search.schema import load_search
     from lensearch.search.tuner import run_search
 
+    from lensearch.errors import expect
+
+    for flag, value in (("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs)):
+        expect(value is None or value >= 1, f"{flag}: expected an integer >= 1, got {value}")
+    expect(args.time_budget is None or args.time_budget > 0,
+           f"--time-budget: expected a number of seconds > 0, got {args.time_budget}")
+    expect(args.data is None or args.data.is_file(), f"--data {args.data}: no such file")
     search = load_search(args.file)
     outcome = run_search(search, _options(args, num_samples=args.num_samples, max_epochs=args.max_epochs,
-                                          resume=args.resume))
+                                          resume=args.resume, time_budget_s=args.time_budget,
+                                          profile=args.profile, data=args.data))
     return _finish(outcome, args)
 
 

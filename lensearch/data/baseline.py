@@ -44,8 +44,10 @@ def upsample(lr: torch.Tensor, size: Sequence[int], method: str = "bicubic") -> 
 
 def baseline_metrics(path: str | os.PathLike, split: str = "test",
                      methods: Sequence[str] = ("bicubic", "bilinear", "nearest"),
-                     batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Mean PSNR/SSIM/MSE of each method on ``split``.
+                     batch_size: int = 64, device: str | torch.device = "cpu",
+                     max_images: int | None = None) -> dict[str, Any]:
+    """Mean PSNR/SSIM/MSE of each method on ``split`` (its first ``max_images`` images when given: the ones a
+    search's trials are validated on).
 
     Returns ``{"file", "split", "n", "scale", "methods": {name: {"psnr", "ssim", "mse"[, "psnr_clean",
     "ssim_clean", "mse_clean"]}}, "noise_ceiling": {"psnr", "ssim", "mse"} or None}``.
@@ -62,7 +64,7 @@ def baseline_metrics(path: str | os.PathLike, split: str = "test",
     sums = {m: MetricSums(names) for m in methods}
     ceiling = MetricSums()
     keys = ("lr", "hr", "hr_clean") if info.has_clean else ("lr", "hr")
-    for batch in iter_batches(path, split, batch_size, keys):
+    for batch in iter_batches(path, split, batch_size, keys, max_images=max_images):
         t = {k: torch.from_numpy(batch[k]).to(device) for k in keys}
         for m in methods:
             pred = upsample(t["lr"], info.hr_shape, m)

@@ -361,9 +361,12 @@ def _read_rows(ds: h5py.Dataset, rows: np.ndarray, block: int = 1024) -> np.ndar
 
 
 def iter_batches(path: str | os.PathLike, split: str = "all", batch_size: int = 256,
-                 keys: Sequence[str] = ("lr", "hr")) -> Iterator[dict[str, np.ndarray]]:
-    """Yield dicts of numpy arrays (keys present in the file, plus "index") over a split, in row order."""
+                 keys: Sequence[str] = ("lr", "hr"), max_images: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Yield dicts of numpy arrays (keys present in the file, plus "index") over a split (its first
+    ``max_images`` rows when given), in row order."""
     rows = split_indices(path, split)
+    if max_images:
+        rows = rows[:max_images]
     with _h5open(path) as f:
         keys = [k for k in keys if k in f]
         for a in range(0, rows.size, batch_size):
@@ -439,8 +442,41 @@ def train_stats(path: str | os.PathLike, split: str = "train", key: str = "lr", 
 Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
 
 
+def check_patch_size(patch_size: int, info: "H5Info", where: str = "") -> int:
+    """``patch_size`` if it fits ``info``'s images (0 = whole images); a one-line :class:`UserError` if not."""
+    if not patch_size:
+        return 0
+    prefix = f"{where}: " if where else ""
+    if patch_size % info.scale:
+        raise UserError(f"{prefix}train.patch_size: expected a multiple of the data's scale {info.scale}, "
+                        f"got {patch_size}")
+    if patch_size > min(info.hr_shape):
+        raise UserError(f"{prefix}train.patch_size: expected at most the HR image size {min(info.hr_shape)} px, "
+                        f"got {patch_size}")
+    return int(patch_size)
+
+
+def random_patch(sample: dict[str, np.ndarray], lr_patch: int, scale: int,
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """An aligned random crop: ``lr_patch`` px of every LR array and ``lr_patch * scale`` px of the HR ones."""
+    h, w = sample["lr"].shape[-2:]
+    y, x = int(rng.integers(h - lr_patch + 1)), int(rng.integers(w - lr_patch + 1))
+    out = {}
+    for key, value in sample.items():
+        if key == "lr":
+            out[key] = value[..., y:y + lr_patch, x:x + lr_patch]
+        else:
+            hp = lr_patch * scale
+            out[key] = value[..., y * scale:y * scale + hp, x * scale:x * scale + hp]
+    return out
+
+
 class SRDataset(Dataset):
     """One split of a store file as ``{"lr": (1,h,w), "hr": (1,H,W)[, "hr_clean"], "index"}`` items.
+
+    ``patch_size`` (HR pixels, a multiple of the file's scale; 0 = whole images) returns a random aligned
+    crop instead: an HR patch of ``patch_size`` px and the LR patch of ``patch_size / scale`` px that covers
+    the same sky. Training on random patches multiplies the optimizer steps a CPU can take per second.
 
     ``augment(sample, rng)`` (see :func:`lensearch.data.transforms.build_augment`) gets the numpy sample and
     a generator seeded from torch's RNG, so augmentations differ per epoch and follow ``torch.manual_seed``
@@ -448,8 +484,9 @@ class SRDataset(Dataset):
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train", augment: Augment | None = None,
-                 with_clean: bool = False, in_memory: bool = False):
+                 with_clean: bool = False, in_memory: bool = False, patch_size: int = 0):
         self.info = open_h5(path)
+        self.patch_size = check_patch_size(patch_size, self.info, str(path))
         self.path = str(self.info.path)
         self.split = split
         self.rows = split_indices(self.path, split)
@@ -479,9 +516,12 @@ class SRDataset(Dataset):
         else:
             ds, row = self._datasets(), int(self.rows[i])
             sample = {k: d[row] for k, d in ds.items()}
-        if self.augment is not None:
+        if self.patch_size or self.augment is not None:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            sample = self.augment(sample, rng)
+            if self.patch_size:
+                sample = random_patch(sample, self.patch_size // self.info.scale, self.info.scale, rng)
+            if self.augment is not None:
+                sample = self.augment(sample, rng)
         out: dict[str, Any] = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
                                for k, v in sample.items()}
         out["index"] = int(self.rows[i])

@@ -10,6 +10,13 @@ A file has these top-level keys (all but ``space`` optional)::
     searcher:  {name: tpe, seed: 0, startup_trials: 4}              # tpe | random | cmaes | nsga2
     resources: {workers: 1, gpu: auto, cpus_per_worker: 1, gpus_per_worker: 1}
     space:     {...}                                               # see lensearch.search.space
+    profiles:  {cpu: {budget: {...}, space: {model: ...}}, gpu: {...}}  # per-machine overrides (below)
+
+**Profiles** size one file for different machines. Each profile overrides sections key by key, one level
+deep: ``profiles.cpu.budget.max_epochs`` replaces ``budget.max_epochs``, ``profiles.cpu.space.model`` replaces
+the whole ``space.model``. ``lensearch tune`` picks ``gpu`` when the Ray cluster has a GPU and ``cpu``
+otherwise (``--profile NAME`` chooses), and says which and why. Every profile is validated when the file is
+read, so a mistake in the GPU profile shows on a CPU machine too.
 
 Every error names the file and the key path and says what was expected, e.g.
 ``search_spaces/gan.yaml: budget.num_samples: expected an integer >= 1, got 'ten'``.
@@ -84,6 +91,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "max_epochs": Key(10, _int(1)),
         "time_budget_s": Key(None, _num(0, allow_none=True, exclusive=True)),
         "max_concurrent": Key(None, _int(1, allow_none=True)),
+        # per-trial cap: a trial stops after its first report past this many seconds (sets train.time_limit_s)
+        "trial_time_s": Key(None, _num(0, allow_none=True, exclusive=True)),
     },
     "scheduler": {
         "name": Key("asha", _one_of("asha", "hyperband", "median", "none")),
@@ -129,6 +138,22 @@ class SearchFile:
     resources: dict[str, Any]
     space: Any                                   # compiled lensearch.search.space.Space
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    profile: str | None = None                   # the profile applied (None: the file as written)
+
+    @property
+    def profiles(self) -> list[str]:
+        """Names of the file's profiles."""
+        return list((self.raw.get("profiles") or {}).keys())
+
+    def with_profile(self, name: str | None) -> "SearchFile":
+        """The file with profile ``name`` applied (``None``: as written)."""
+        if name is not None and name not in self.profiles:
+            raise UserError(f"{self.path}: --profile {name}: no such profile; the file has: "
+                            f"{', '.join(self.profiles) or '(none)'}")
+        try:
+            return parse_search(self.raw, self.path, profile=name)
+        except UserError as err:
+            raise UserError(f"{self.path}: {err}") from None
 
     @property
     def multi_objective(self) -> bool:
@@ -178,18 +203,63 @@ def _objectives(raw: Any) -> list[Objective]:
     return out
 
 
-TOP_LEVEL = ("name", "data", "objective", "budget", "scheduler", "searcher", "resources", "space")
+TOP_LEVEL = ("name", "data", "objective", "budget", "scheduler", "searcher", "resources", "space", "profiles")
+PROFILE_SECTIONS = ("data", "objective", "budget", "scheduler", "searcher", "resources", "space")
 
 
-def parse_search(raw: Any, path: Path) -> SearchFile:
-    """Validate a loaded YAML document; errors are prefixed by the caller with the file name."""
-    from lensearch.search.space import compile_space
+def apply_profile(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with a profile's sections merged in key by key, one level deep (see the module docstring)."""
+    out = {k: v for k, v in raw.items() if k != "profiles"}
+    for section, value in overrides.items():
+        base = out.get(section)
+        if isinstance(value, dict) and isinstance(base, dict) and section != "objective":
+            out[section] = {**base, **value}
+        else:
+            out[section] = value
+    return out
 
+
+def _check_profiles(raw: Any) -> dict[str, dict[str, Any]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"profiles: expected a mapping of profile name to overrides, got {raw!r}")
+    for name, body in raw.items():
+        if not isinstance(body, dict):
+            raise UserError(f"profiles.{name}: expected a mapping of sections, got {body!r}")
+        for section in body:
+            if section not in PROFILE_SECTIONS:
+                raise UserError(f"profiles.{name}.{section}: unknown section; valid: {', '.join(PROFILE_SECTIONS)}")
+    return raw
+
+
+def parse_search(raw: Any, path: Path, profile: str | None = None) -> SearchFile:
+    """Validate a loaded YAML document (with ``profile`` applied); errors are prefixed by the caller with the
+    file name. Every profile is validated too, whichever is applied."""
     if not isinstance(raw, dict):
         raise UserError(f"expected a mapping at the top level, got {type(raw).__name__}")
     unknown = [k for k in raw if k not in TOP_LEVEL]
     if unknown:
         raise UserError(f"{unknown[0]}: unknown top-level key; valid keys: {', '.join(TOP_LEVEL)}")
+    profiles = _check_profiles(raw.get("profiles"))
+    for name, body in profiles.items():
+        if name != profile:
+            try:
+                _parse_document(apply_profile(raw, body), path)
+            except UserError as err:
+                raise UserError(f"profiles.{name}: {err}") from None
+    doc = apply_profile(raw, profiles[profile]) if profile is not None else raw
+    try:
+        out = _parse_document(doc, path)
+    except UserError as err:
+        raise UserError(f"profiles.{profile}: {err}" if profile is not None else str(err)) from None
+    out.raw, out.profile = raw, profile
+    return out
+
+
+def _parse_document(raw: dict[str, Any], path: Path) -> SearchFile:
+    from lensearch.search.space import compile_space
+
     if "space" not in raw:
         raise UserError("space: missing (the parameters to search)")
     name = raw.get("name", path.stem)

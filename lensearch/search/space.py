@@ -161,30 +161,31 @@ class Space:
             return {"name": name, **self._materialize(node.branches[name], f"{path}.{name}", params)}
         return {k: self._materialize(child, f"{path}.{k}", params) for k, child in node.items.items()}
 
-    def representatives(self) -> Iterator[dict[str, Any]]:
-        """One configuration per choice branch (first values), to validate every branch up front."""
+    def representatives(self, last: bool = False) -> Iterator[dict[str, Any]]:
+        """One configuration per choice branch, to validate every branch up front: each distribution's first
+        value (its low end), or with ``last`` its last (high end: the costliest sizes, for time estimates)."""
         choices = [(p, n) for p, n in self._walk(self.root, "") if isinstance(n, Choice)]
-        base = self._first_params(self.root, "")
+        base = self._first_params(self.root, "", last)
         yield self.materialize(base)
         for path, choice in choices:
             for name in list(choice.branches)[1:]:
                 params = dict(base)
                 params[path] = name
-                params.update(self._first_params(choice.branches[name], f"{path}.{name}"))
+                params.update(self._first_params(choice.branches[name], f"{path}.{name}", last))
                 # nested choices inside this branch take their first values
                 yield self.materialize(params)
 
-    def _first_params(self, node, path: str) -> dict[str, Any]:
+    def _first_params(self, node, path: str, last: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if isinstance(node, Dist):
-            out[path] = node.representative()
+            out[path] = node.args[-1] if last else node.representative()
         elif isinstance(node, Choice):
             first = next(iter(node.branches))
             out[path] = first
-            out.update(self._first_params(node.branches[first], f"{path}.{first}"))
+            out.update(self._first_params(node.branches[first], f"{path}.{first}", last))
         elif isinstance(node, Section):
             for key, child in node.items.items():
-                out.update(self._first_params(child, f"{path}.{key}" if path else key))
+                out.update(self._first_params(child, f"{path}.{key}" if path else key, last))
         return out
 
     def _walk(self, node, path: str):

@@ -185,19 +185,21 @@ class MLflowTracker(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ensure()
-        epoch = int((trial.last_result or {}).get("epoch", 0))
-        self._finish(trial, "FINISHED", end_state(epoch, self.info["max_epochs"]))
+        self.close_trial(trial.trial_id, "FINISHED", end_state(trial.last_result or {}, self.info["max_epochs"]))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ensure()
-        self._finish(trial, "FAILED", f"errored: {trial_error_message(trial)}")
+        self.close_trial(trial.trial_id, "FAILED", f"errored: {trial_error_message(trial)}")
 
-    def _finish(self, trial, status: str, state: str) -> None:
-        run_id = self.run_id(trial.trial_id)
-        if run_id is None or trial.trial_id in self._state["finished"]:
+    def close_trial(self, trial_id: str, status: str, state: str) -> None:
+        """Tag the trial's run with its end ``state``, log its sample grid and best checkpoint, and close it
+        with ``status`` (once: a trial already closed is left alone)."""
+        self._ensure()
+        run_id = self.run_id(trial_id)
+        if run_id is None or trial_id in self._state["finished"]:
             return
         self.client.set_tag(run_id, "state", state[:5000])
-        trial_dir = self.info["trials_dir"] / trial.trial_id
+        trial_dir = self.info["trials_dir"] / trial_id
         samples = trial_dir / "samples.png"
         if samples.exists():
             self.client.log_artifact(run_id, str(samples))
@@ -207,7 +209,7 @@ class MLflowTracker(Callback):
             if self.info.get("log_checkpoints", True):
                 self.client.log_artifact(run_id, str(best), artifact_path="checkpoint")
         self.client.set_terminated(run_id, status=status)
-        self._state["finished"].append(trial.trial_id)
+        self._state["finished"].append(trial_id)
         self._save_state()
 
     def finish_search(self, summary: dict[str, Any], leaderboard_text: str, status: str = "FINISHED") -> None:
@@ -225,9 +227,17 @@ class MLflowTracker(Callback):
         self.client.set_terminated(run_id, status=status)
 
 
-def end_state(epoch: int, max_epochs: int) -> str:
-    """How a trial that ended without error ended, as logged and shown everywhere."""
-    return "completed" if epoch >= max_epochs else f"stopped early at epoch {epoch}"
+def end_state(last_result: dict[str, Any], max_epochs: int) -> str:
+    """How a trial that ended without error ended (from its last result), as logged and shown everywhere."""
+    epoch = int(last_result.get("epoch", 0))
+    if epoch >= max_epochs:
+        return "completed"
+    if last_result.get("time_limit_reached"):
+        return f"hit its time limit at epoch {epoch}"
+    return f"stopped early at epoch {epoch}"
+
+
+CUT_BY_TIME_BUDGET = "cut by the time budget at epoch {epoch}"
 
 
 def trial_error_message(trial) -> str:

@@ -27,7 +27,7 @@ from ray.tune import Callback
 
 from lensearch.errors import UserError, expect
 from lensearch.search.schema import SearchFile, load_search
-from lensearch.search.tracking import end_state, trial_error_message
+from lensearch.search.tracking import CUT_BY_TIME_BUDGET, end_state, trial_error_message
 from lensearch.training.config import MONITORABLE, resolve_run_config
 from lensearch.training.runner import Resources, describe_failure
 
@@ -129,6 +129,8 @@ def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
     config = space.materialize(params) if space is not None else dict(setup["config"])
     train = {"monitor": setup["monitor"]} if setup.get("monitor") else {}  # best.pt follows the objective
     config["train"] = {**train, **(config.get("train") or {}), "epochs": setup["max_epochs"]}
+    if setup.get("trial_time_s"):
+        config["train"]["time_limit_s"] = float(setup["trial_time_s"])
     config["data"] = setup["data"]
     config = resolve_run_config(config)
     trial_id = tune.get_context().get_trial_id()
@@ -161,8 +163,7 @@ class ProgressPrinter(Callback):
                   f"{self.metric}={shown} ({result.get('epoch_time_s', 0):.1f}s)")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        epoch = int((trial.last_result or {}).get("epoch", 0))
-        self._say(f"trial {trial.trial_id} {end_state(epoch, self.max_epochs)}")
+        self._say(f"trial {trial.trial_id} {end_state(trial.last_result or {}, self.max_epochs)}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._say(f"trial {trial.trial_id} errored: {trial_error_message(trial)}")
@@ -184,6 +185,9 @@ class SearchOptions:
     workers: int | None = None
     gpu: str | None = None               # auto | on | off
     log_checkpoints: bool = True
+    time_budget_s: float | None = None   # override budget.time_budget_s
+    profile: str | None = None           # a profile of the search file (default: chosen for the cluster)
+    data: Path | None = None             # train on this HDF5 file instead of the file's data section
     quiet: bool = False
     root: Path = field(default_factory=Path.cwd)
     cpus_per_worker: float | None = None  # override resources.cpus_per_worker (capped to what fits)
@@ -269,33 +273,54 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     searches = store / SEARCHES
     search_dir, resuming = _resolve_search_dir(search, searches, opts.resume)
     budget_file = search_dir / BUDGET
-    if resuming and budget_file.exists():
+    recorded = json.loads(budget_file.read_text()) if resuming and budget_file.exists() else None
+    if recorded is not None and fixed_config is None and (search_dir / "search.yaml").exists():
         # Continue exactly what was started: the recorded search file and budget, not today's edits/flags.
-        if fixed_config is None and (search_dir / "search.yaml").exists():
-            search = load_search(search_dir / "search.yaml")
-        budget = json.loads(budget_file.read_text())
-    else:
-        budget = dict(search.budget)
-        if opts.num_samples is not None:
-            budget["num_samples"] = opts.num_samples
-        if opts.max_epochs is not None:
-            budget["max_epochs"] = opts.max_epochs
-    max_epochs = budget["max_epochs"]
+        search = load_search(search_dir / "search.yaml")
 
-    try:
-        run_info = prepare_data(search.data, opts.root, progress=not opts.quiet)
-    except UserError as err:
-        raise UserError(f"{search.path}: {err}") from None
-    wanted = [m for m in _metrics_named(search, fixed_config) if m.endswith("_clean")]
-    expect(run_info["has_clean"] or not wanted,
-           f"{search.path}: {wanted[0] if wanted else ''} needs noise-free HR (hr_clean), which "
-           f"{run_info['data_path']} does not have; use val_psnr / val_ssim / val_mse")
-    reference = _reference(run_info["data_path"])
     handle = connect(opts.address)
     try:
         cluster = handle.resources()
+        if recorded is not None:
+            search = search.with_profile(recorded.get("profile"))
+            budget = recorded
+        else:
+            profile, why = choose_profile(search, cluster, opts.profile)
+            search = search.with_profile(profile)
+            if profile is not None and not opts.quiet:
+                print(f"lensearch: profile '{profile}' ({why})", file=sys.stderr, flush=True)
+            budget = {**search.budget, "profile": profile}
+            for key, value in (("num_samples", opts.num_samples), ("max_epochs", opts.max_epochs),
+                               ("time_budget_s", opts.time_budget_s)):
+                if value is not None:
+                    budget[key] = value
+            if opts.data is not None:
+                budget["data_path"] = str(Path(opts.data).resolve())
+        if budget.get("data_path"):
+            search.data = {**search.data, "path": budget["data_path"], "preset": None}
+        max_epochs = budget["max_epochs"]
+
+        try:
+            run_info = prepare_data(search.data, opts.root, progress=not opts.quiet)
+        except UserError as err:
+            raise UserError(f"{search.path}: {err}") from None
+        wanted = [m for m in _metrics_named(search, fixed_config) if m.endswith("_clean")]
+        expect(run_info["has_clean"] or not wanted,
+               f"{search.path}: {wanted[0] if wanted else ''} needs noise-free HR (hr_clean), which "
+               f"{run_info['data_path']} does not have; use val_psnr / val_ssim / val_mse")
+        _check_patch_sizes(search, fixed_config, run_info["data_path"])
+        val_images = _val_max_images(search, fixed_config)
+        reference = _reference(run_info["data_path"], val_images)
+        run_info["reference"] = reference
         resources = _resources(search, opts, cluster)
         concurrency = budget["max_concurrent"] or resources.max_concurrent(cluster)
+        if fixed_config is None and recorded is None and not opts.quiet:
+            from lensearch.search.estimate import estimate_search
+
+            _, lines = estimate_search(search, run_info, budget=budget, threads=resources.threads,
+                                       workers=resources.workers, concurrency=concurrency)
+            for line in lines:
+                print(f"lensearch: {line}", file=sys.stderr, flush=True)
         search_dir.mkdir(parents=True, exist_ok=True)
         # the file as run: the search file, or for a single training the resolved run configuration
         record = search_dir / ("run.yaml" if fixed_config is not None else "search.yaml")
@@ -307,7 +332,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                 shutil.copyfile(search.path, record)
         trials_dir = search_dir / TRIALS
         setup = {"space": None if fixed_config is not None else search.space, "config": fixed_config,
-                 "max_epochs": max_epochs, "data": search.data,
+                 "max_epochs": max_epochs, "data": search.data, "trial_time_s": budget.get("trial_time_s"),
                  "run": {**run_info, "measure_latency": "latency_ms" in _metrics_named(search, fixed_config)},
                  "trials_dir": str(trials_dir), "resources": resources,
                  "monitor": search.primary.metric if search.primary.metric in MONITORABLE else None}
@@ -355,6 +380,9 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         outcome = _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, time.time() - t0,
                            interrupted)
         outcome.reference = reference
+        for row in outcome.rows:  # trials Tune cut at the time budget: it closes nothing for them
+            if row.state.startswith("cut by"):
+                tracker.close_trial(row.trial_id, "FINISHED", row.state)
         tracker.finish_search(summary_metrics(outcome), leaderboard(outcome),
                               status="KILLED" if outcome.interrupted else "FINISHED")
         return outcome
@@ -378,12 +406,63 @@ def _metrics_named(search: SearchFile, fixed_config: dict[str, Any] | None) -> l
     return names
 
 
-def _reference(data_path: str) -> dict[str, float]:
+def choose_profile(search: SearchFile, cluster: dict[str, float], requested: str | None) -> tuple[str | None, str]:
+    """The profile to run and why: the one asked for, else ``gpu`` on a cluster with a GPU, else ``cpu``."""
+    if requested is not None:
+        return requested, "asked for with --profile"
+    names = search.profiles
+    if not names:
+        return None, "the file has no profiles"
+    gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 0.0)
+    if gpus > 0 and "gpu" in names:
+        return "gpu", f"the Ray cluster has {gpus:g} GPU(s); --profile cpu for the small one"
+    if gpus == 0 and "cpu" in names:
+        return "cpu", f"the Ray cluster has no GPU, {cpus:g} CPUs; --profile gpu for the full-size search"
+    return None, "no profile fits this machine; the file as written"
+
+
+def _train_values(search: SearchFile, fixed_config: dict[str, Any] | None, key: str) -> list[Any]:
+    """Every value ``train.<key>`` can take in the space (or the fixed configuration's)."""
+    from lensearch.search.space import Dist, Fixed, Section
+
+    if fixed_config is not None:
+        return [fixed_config["train"].get(key)]
+    train = search.space.root.items.get("train")
+    node = train.items.get(key) if isinstance(train, Section) else None
+    if isinstance(node, Fixed):
+        return [node.value]
+    if isinstance(node, Dist):
+        return list(node.args) if node.kind == "categorical" else [node.args[0], node.args[1]]
+    return []
+
+
+def _check_patch_sizes(search: SearchFile, fixed_config: dict[str, Any] | None, data_path: str) -> None:
+    """A patch size that cannot fit the data is one line before Ray starts, not an error in every trial."""
+    from lensearch.data.store import check_patch_size, open_h5
+
+    info = open_h5(data_path)
+    for value in _train_values(search, fixed_config, "patch_size"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                check_patch_size(value, info, data_path)
+            except UserError as err:
+                raise UserError(f"{search.path}: space.{err.args[0].split(': ', 1)[1]}") from None
+
+
+def _val_max_images(search: SearchFile, fixed_config: dict[str, Any] | None) -> int:
+    """The validation images every trial is scored on (0 = the whole split), so the reference uses the same."""
+    values = [v for v in _train_values(search, fixed_config, "val_max_images") if v is not None]
+    expect(len(set(values)) <= 1, f"{search.path}: space.train.val_max_images: expected one fixed value (trials "
+           f"and their bicubic reference must be scored on the same images), got {values}")
+    return int(values[0]) if values else 0
+
+
+def _reference(data_path: str, max_images: int = 0) -> dict[str, float]:
     """What every model must beat (bicubic) and what none can exceed against noisy HR (the noise ceiling),
-    on the validation split the trials are scored on."""
+    on exactly the validation images the trials are scored on (the first ``max_images``; 0 = all)."""
     from lensearch.data.baseline import baseline_metrics
 
-    base = baseline_metrics(data_path, split="val", methods=("bicubic",))
+    base = baseline_metrics(data_path, split="val", methods=("bicubic",), max_images=max_images or None)
     out = {f"bicubic_val_{k}": v for k, v in base["methods"]["bicubic"].items()}
     out.update({f"noise_ceiling_val_{k}": v for k, v in (base.get("noise_ceiling") or {}).items()})
     return out
@@ -442,7 +521,8 @@ def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, second
                 idx = df[metric].idxmax() if mode == "max" else df[metric].idxmin()
                 row = df.loc[idx]
                 best = {k: float(row[k]) for k in ("val_psnr", "val_ssim", "val_mse", "val_psnr_clean",
-                                                   "val_ssim_clean", *COST_METRICS, "epoch")
+                                                   "val_ssim_clean", "val_psnr_gain", "val_gap_closed",
+                                                   *COST_METRICS, "epoch", "steps", "train_seconds")
                         if k in row and row[k] == row[k]}
                 for m, _ in objectives:
                     best[m] = float(row[m])
@@ -450,8 +530,10 @@ def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, second
             state = f"errored: {describe_failure(result.error)}"
         elif interrupted and epochs < max_epochs and tid not in tracker.finished:
             state = f"interrupted at epoch {epochs}"
+        elif epochs < max_epochs and tid not in tracker.finished:
+            state = CUT_BY_TIME_BUDGET.format(epoch=epochs)
         else:
-            state = end_state(epochs, max_epochs)
+            state = end_state(result.metrics or {"epoch": epochs}, max_epochs)
         ckpt = Path(search_dir) / TRIALS / tid / "checkpoints" / "best.pt"
         params = {k: v for k, v in (result.config or {}).items()}
         rows.append(TrialRow(tid, state, epochs, best, params, str(ckpt) if ckpt.exists() else None,
@@ -494,11 +576,15 @@ def leaderboard(outcome: SearchOutcome, top: int = 10) -> str:
     ranked = sorted(outcome.finished, key=lambda r: r.best.get(metric, -math.inf if mode == "max" else math.inf),
                     reverse=mode == "max")
     front = {r.trial_id for r in pareto_front(outcome)} if len(outcome.objectives) > 1 else set()
-    cols = [m for m, _ in outcome.objectives] + [c for c in ("val_psnr", "val_ssim", "params") if
-                                                 c not in {m for m, _ in outcome.objectives}]
-    lines = [f"{'rank':<5}{'trial':<13}{'state':<26}" + "".join(f"{c:>13}" for c in cols) + "  key params"]
+    extra = ("val_psnr", "val_ssim", "val_gap_closed", "steps", "params")
+    cols = [m for m, _ in outcome.objectives] + [c for c in extra if c not in {m for m, _ in outcome.objectives}
+                                                 and any(c in r.best for r in ranked)]
+    heads = {"val_gap_closed": "gap closed"}
+    lines = [f"{'rank':<5}{'trial':<13}{'state':<26}" + "".join(f"{heads.get(c, c):>13}" for c in cols)
+             + "  key params"]
     for i, row in enumerate(ranked[:top], 1):
-        vals = "".join(f"{_fmt(row.best.get(c)):>13}" for c in cols)
+        vals = "".join(f"{_pct(row.best.get(c)) if c == 'val_gap_closed' else _fmt(row.best.get(c)):>13}"
+                       for c in cols)
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(row.params.items())
                            if k in ("model", "normalization", "optimizer") or k.endswith(".lr"))
         mark = "*" if row.trial_id in front else ""
@@ -533,6 +619,10 @@ def one_line_summary(outcome: SearchOutcome) -> str:
     if best is None:
         return head + "; no trial finished an epoch"
     return head + f"; best {metric} {best.best[metric]:.4f} (trial {best.trial_id}, MLflow run {best.run_id})"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
 
 
 def _fmt(value: float | None) -> str:

@@ -34,11 +34,14 @@ MONITORABLE = {
 }
 
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 10,
+    "epochs": 10,                   # reports ("epochs") per run; each is one pass, or steps_per_epoch steps
     "batch_size": 16,
+    "patch_size": 0,                # HR px of the random training patches (multiple of the scale); 0 = whole images
+    "steps_per_epoch": 0,           # optimizer steps between reports; 0 = one pass over the training split
+    "time_limit_s": 0.0,            # stop after the first report past this many seconds of the run; 0 = none
     "monitor": "val_psnr",          # metric that picks the best checkpoint (and the plateau scheduler's)
     "grad_clip": 0.0,               # max grad norm; 0 disables
-    "ema_decay": 0.0,               # EMA of generator weights; 0 disables, e.g. 0.999
+    "ema_decay": 0.0,               # EMA of generator weights (warmed up: decay ramps as (1+n)/(10+n)); 0 disables
     "amp": "auto",                  # auto | off | bf16 | fp16 (GPU only; auto = bf16 where supported)
     "gan_warmup_epochs": 0,         # PSNR-oriented generator epochs before adversarial training
     "d_lr_factor": 1.0,             # discriminator lr = generator lr * factor
@@ -90,6 +93,10 @@ def resolve_run_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     train = out["train"]
     expect(train["epochs"] >= 1, f"train.epochs: expected >= 1, got {train['epochs']}")
     expect(train["batch_size"] >= 1, f"train.batch_size: expected >= 1, got {train['batch_size']}")
+    expect(train["patch_size"] >= 0, f"train.patch_size: expected >= 0 (0 = whole images), got {train['patch_size']}")
+    expect(train["steps_per_epoch"] >= 0,
+           f"train.steps_per_epoch: expected >= 0 (0 = one pass over the data), got {train['steps_per_epoch']}")
+    expect(train["time_limit_s"] >= 0, f"train.time_limit_s: expected >= 0 (0 = none), got {train['time_limit_s']}")
     expect(train["monitor"] in MONITORABLE,
            f"train.monitor: expected one of {', '.join(MONITORABLE)}, got {train['monitor']!r}")
     expect(train["amp"] in ("auto", "off", "bf16", "fp16"),

@@ -4,10 +4,16 @@
 config, "run": run info}``); :func:`fit` is the same loop for any :class:`RunContext` (a single-worker
 Tune trial, or a plain process in tests and benchmarks).
 
-One epoch = one report. Each report carries ``epoch``, ``train_loss``, ``lr``, ``epoch_time_s``,
+One epoch = one report. An epoch is one pass over the training split, or ``train.steps_per_epoch`` optimizer
+steps on random draws (with replacement) when that is set; ``train.patch_size`` trains on random aligned
+patches rather than whole images (the SR field's standard, and what makes CPU training fast). Validation
+always scores whole images. Each report carries ``epoch``, ``steps`` (optimizer steps so far),
+``train_seconds`` (training time so far), ``train_loss``, ``lr``, ``epoch_time_s``,
 ``images_per_s`` (training images per second over all workers), and the validation metrics
 ``val_psnr``, ``val_ssim``, ``val_mse``, ``val_loss`` (plus ``*_clean`` against noise-free HR when the
-file holds it), and the model's cost: ``params``, ``flops`` (and ``latency_ms`` when asked for).
+file holds it), and the model's cost: ``params``, ``flops`` (and ``latency_ms`` when asked for). When the run
+knows the bicubic reference and noise ceiling of its validation images (``run["reference"]``), it also reports
+``val_psnr_gain`` (dB over bicubic) and ``val_gap_closed`` (the share of the bicubic -> noise-ceiling gap).
 Validation metrics are summed over *all* workers' shards and divided by the global
 count, on images put back into data units (normalization inverted) and unit-scaled by the reference HR
 (the DeepLense convention, see :mod:`lensearch.metrics`).
@@ -27,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from lensearch import metrics as M
 from lensearch.data.store import SRDataset
@@ -37,6 +43,7 @@ from lensearch.models.cost import count_params, estimate_flops, measure_latency
 from lensearch.training.checkpoint import load_checkpoint, save_checkpoint
 from lensearch.training.config import MONITORABLE, split_choice
 from lensearch.training.context import RayTrainContext, RunContext, set_threads
+from lensearch.training.ema import WarmEMA
 from lensearch.training.losses import AdversarialLoss, build_generator_loss
 from lensearch.training.optim import build_scheduler
 from lensearch.training.steps import STEPS, Amp, GanStep
@@ -55,9 +62,36 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
-def _loader(dataset, ctx: RunContext, batch_size: int, *, train: bool, workers: int, seed: int):
-    """Training data: a DistributedSampler over all ranks. Validation: this rank's strided shard (no padding,
-    so every image is counted exactly once across ranks)."""
+class DrawSampler(Sampler):
+    """``count`` indices drawn uniformly with replacement, a different seeded stream per rank and epoch.
+
+    Used when an epoch is a fixed number of optimizer steps (``train.steps_per_epoch``) rather than a pass
+    over the data: with random patches every draw is a new sample anyway.
+    """
+
+    def __init__(self, n: int, count: int, seed: int, rank: int):
+        self.n, self.count, self.seed, self.rank, self.epoch = n, count, seed, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1009 + self.rank)
+        return iter(torch.randint(self.n, (self.count,), generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _loader(dataset, ctx: RunContext, batch_size: int, *, train: bool, workers: int, seed: int,
+            steps_per_epoch: int = 0):
+    """Training data: ``steps_per_epoch`` batches of random draws per rank, or a DistributedSampler pass over
+    all ranks. Validation: this rank's strided shard (no padding, so every image is counted exactly once
+    across ranks)."""
+    if train and steps_per_epoch:
+        sampler = DrawSampler(len(dataset), steps_per_epoch * batch_size, seed, ctx.rank)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
+                          persistent_workers=workers > 0)
     if train:
         sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                      seed=seed, drop_last=ctx.world_size > 1)
@@ -105,12 +139,14 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
 
     with_clean = bool(run.get("has_clean"))
     train_set = SRDataset(run["data_path"], split="train", augment=build_augment(config["augment"]),
-                          with_clean=False)
+                          with_clean=False, patch_size=tcfg["patch_size"],
+                          in_memory=bool(tcfg["patch_size"]) and _fits_in_memory(run["data_path"]))
     val_set = SRDataset(run["data_path"], split="val", with_clean=with_clean)
     if tcfg["val_max_images"] and len(val_set) > tcfg["val_max_images"]:
         val_set = Subset(val_set, list(range(tcfg["val_max_images"])))
     bs = tcfg["batch_size"]
-    train_loader = _loader(train_set, ctx, bs, train=True, workers=tcfg["num_workers_loader"], seed=seed)
+    train_loader = _loader(train_set, ctx, bs, train=True, workers=tcfg["num_workers_loader"], seed=seed,
+                           steps_per_epoch=tcfg["steps_per_epoch"])
     val_loader = _loader(val_set, ctx, max(bs, 16), train=False, workers=0, seed=seed)
 
     monitor = tcfg["monitor"]
@@ -119,10 +155,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     if step.opt_g is not None:
         schedule = build_scheduler(step.opt_g, config["scheduler"], epochs=tcfg["epochs"],
                                    steps_per_epoch=len(train_loader), mode=mode)
-    ema = None
-    if tcfg["ema_decay"] > 0 and step.trainable:
-        ema = torch.optim.swa_utils.AveragedModel(
-            generator, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tcfg["ema_decay"]))
+    ema = WarmEMA(generator, tcfg["ema_decay"]) if tcfg["ema_decay"] > 0 and step.trainable else None
 
     # Cost of one forward pass on one validation-sized LR image (for quality-vs-cost objectives). Latency
     # takes several timed passes (seconds for a diffusion model), so only when a search asks for it.
@@ -133,6 +166,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         cost["latency_ms"] = measure_latency(generator, lr_shape, repeats=5)
 
     start_epoch, best = 1, None
+    steps, train_seconds = 0, 0.0   # optimizer steps and training seconds so far (what a budget counts)
+    started = time.perf_counter()
     state = load_checkpoint(ckpt_dir / "last.pt", map_location=ctx.device)
     if state is not None:
         generator.load_state_dict(state["model"])
@@ -142,6 +177,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         if ema is not None and state.get("ema"):
             ema.load_state_dict(state["ema"])
         start_epoch, best = state["epoch"] + 1, state.get("best")
+        steps, train_seconds = int(state.get("steps", 0)), float(state.get("train_seconds", 0.0))
+        started -= float(state.get("run_seconds", 0.0))
         # Say again where we are: the report of the checkpointed epoch may have been lost in the interruption
         # (trackers skip epochs they already logged).
         ctx.report({**state["metrics"], "checkpoint_dir": str(ckpt_dir)})
@@ -154,7 +191,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         # (a dict, not MetricSums: which outputs a step reports is only known once it has run)
         if step.trainable:
             step.g.train()
-            if isinstance(train_loader.sampler, DistributedSampler):
+            if isinstance(train_loader.sampler, (DistributedSampler, DrawSampler)):
                 train_loader.sampler.set_epoch(epoch)
             for i, batch in enumerate(train_loader):
                 lr_raw = batch["lr"].to(ctx.device, non_blocking=True)
@@ -163,11 +200,13 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
                 if schedule is not None:
                     schedule.step_batch()
                 if ema is not None:
-                    ema.update_parameters(generator)
+                    ema.update(generator)
+                steps += 1
                 for key, value in out.items():
                     sums[key] = sums.get(key, 0.0) + value * len(lr_raw)
                 seen += len(lr_raw)
         train_time = time.perf_counter() - t0
+        train_seconds += train_time
         keys = sorted(sums)  # the same on every rank: all ranks run the same step logic
         reduced = ctx.all_reduce_sum(torch.tensor([sums[k] for k in keys] + [seen], dtype=torch.float64,
                                                   device=ctx.device)).cpu().tolist()
@@ -177,13 +216,19 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         val = evaluate(evaluator, step, norm, val_loader, ctx, with_clean=with_clean, amp=amp)
         metrics = {
             "epoch": epoch,
+            "steps": steps,
+            "train_seconds": train_seconds,
             "train_loss": float("nan"),
             **train_means,
             "lr": step.opt_g.param_groups[0]["lr"] if step.opt_g else 0.0,
             "images_per_s": total_seen / train_time if train_time > 0 and total_seen else 0.0,
             **val,
+            **gap_metrics(val, run.get("reference")),
             **cost,
         }
+        run_seconds = time.perf_counter() - started
+        if tcfg["time_limit_s"] and run_seconds >= tcfg["time_limit_s"] and epoch < tcfg["epochs"]:
+            metrics["time_limit_reached"] = 1  # the last report of this run: trackers say why it ended
         value = _monitored(metrics, monitor)
         if schedule is not None:
             schedule.step_epoch(value)
@@ -199,6 +244,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
                 "model_name": model_name, "model_params": model_params, "kind": spec.kind,
                 "scale": run["scale"], "in_channels": run.get("in_channels", 1),
                 "normalization": norm.state(), "config": config, "metrics": metrics, "data_path": run["data_path"],
+                "steps": steps, "train_seconds": train_seconds, "run_seconds": run_seconds,
             }
             save_checkpoint(payload, ckpt_dir / "last.pt", best_path=ckpt_dir / "best.pt" if improved else None)
             if improved:
@@ -208,7 +254,31 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         ctx.barrier()
         ctx.report(metrics)
         last = metrics
+        if metrics.get("time_limit_reached"):
+            break
     return last
+
+
+def gap_metrics(val: dict[str, float], reference: dict[str, float] | None) -> dict[str, float]:
+    """``val_psnr_gain`` (dB over bicubic on the same images) and ``val_gap_closed`` (share of the bicubic ->
+    noise-ceiling PSNR gap: 0 = bicubic, 1 = as good as the noise-free truth) when a reference is known."""
+    if not reference or "val_psnr" not in val or "bicubic_val_psnr" not in reference:
+        return {}
+    gain = val["val_psnr"] - reference["bicubic_val_psnr"]
+    out = {"val_psnr_gain": gain}
+    ceiling = reference.get("noise_ceiling_val_psnr")
+    if ceiling is not None and ceiling > reference["bicubic_val_psnr"]:
+        out["val_gap_closed"] = gain / (ceiling - reference["bicubic_val_psnr"])
+    return out
+
+
+def _fits_in_memory(path: str, limit_bytes: int = 1 << 30) -> bool:
+    """Whether the training split is small enough to read into RAM once (random patches then cost no I/O)."""
+    from lensearch.data.store import open_h5
+
+    info = open_h5(path)
+    pixels = (info.hr_shape[0] * info.hr_shape[1]) + (info.lr_shape[0] * info.lr_shape[1])
+    return info.splits.get("train", info.n) * pixels * 4 < limit_bytes
 
 
 @torch.no_grad()
