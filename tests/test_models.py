@@ -26,6 +26,7 @@ TINY = {
     "swinir": dict(embed_dim=8, num_groups=1, depth=2, num_heads=2, window_size=4),
     "diffusion": dict(base_channels=8, timesteps=20, sample_steps=1),
     "espcn": dict(num_features=8, num_layers=3, activation="prelu"),
+    "span": dict(num_features=8, num_blocks=2),
 }
 NAMES = registry.names()
 PIXEL_NAMES = [n for n in NAMES if registry.get(n).kind in ("pixel", "gan")]

@@ -6,6 +6,6 @@ them. Use ``registry.names()``, ``registry.get(name)``, ``registry.build(name, s
 
 from lensearch.models import registry
 from lensearch.models import (  # noqa: F401  (register)
-    bicubic, diffusion, discriminators, espcn, rdn, rrdb, srresnet, swinir)
+    bicubic, diffusion, discriminators, espcn, rdn, rrdb, span, srresnet, swinir)
 
 __all__ = ["registry"]
