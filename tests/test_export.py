@@ -32,7 +32,9 @@ def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None
     """A search directory as the tuner leaves it: search.yaml + trials/<id>/checkpoints/best.pt.
 
     ``trials``: ``{trial_id: (model, hyperparameters, normalization, metrics)}``; weights are untrained
-    (seeded), so the exported model is deterministic.
+    (seeded), so the exported model is deterministic. The zero-initialised output conv of a bicubic-skip
+    model is re-drawn (default init): otherwise the exported network would compute plain bicubic and the
+    parity checks would not see its body.
     """
     search_dir = store / "searches" / f"{name}-20250101-000000"
     search_dir.mkdir(parents=True)
@@ -42,6 +44,9 @@ def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None
     for trial_id, (model, params, norm, metrics) in trials.items():
         torch.manual_seed(0)
         net = registry.build(model, scale=2, **params)
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d) and not m.weight.any():
+                m.reset_parameters()
         config = resolve_run_config({"data": {"path": str(data)}, "model": {"name": model, **params},
                                      "normalization": norm})
         payload = {"epoch": 1, "best": metrics.get("val_psnr"), "model": net.state_dict(), "ema": None,

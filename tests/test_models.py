@@ -13,6 +13,7 @@ import torch
 from lensearch.cli import models as models_cli
 from lensearch.errors import UserError
 from lensearch.models import cost, registry
+from lensearch.models.common import bicubic
 from lensearch.models.registry import KINDS, ModelSpec, Param, Registry
 
 # Tiny configurations so the whole file runs in well under a minute on 2 CPU cores.
@@ -24,13 +25,24 @@ TINY = {
     "esrgan": dict(num_blocks=1, num_features=8, growth=4),
     "swinir": dict(embed_dim=8, num_groups=1, depth=2, num_heads=2, window_size=4),
     "diffusion": dict(base_channels=8, timesteps=20, sample_steps=1),
+    "espcn": dict(num_features=8, num_layers=3, activation="prelu"),
+    "span": dict(num_features=8, num_blocks=2),
 }
 NAMES = registry.names()
+PIXEL_NAMES = [n for n in NAMES if registry.get(n).kind in ("pixel", "gan")]
 
 
-def make(name: str, scale: int = 2, seed: int = 0, **extra) -> torch.nn.Module:
+def make(name: str, scale: int = 2, seed: int = 0, perturb: bool = True, **extra) -> torch.nn.Module:
+    """Tiny model ``name``, seeded. ``perturb``: re-draw the zero-initialised output conv of pixel/GAN models
+    (default PyTorch init, same seed), so shape, determinism and export checks see the whole network
+    rather than an untrained model whose output is exactly bicubic."""
     torch.manual_seed(seed)
-    return registry.build(name, scale=scale, **{**TINY.get(name, {}), **extra})
+    model = registry.build(name, scale=scale, **{**TINY.get(name, {}), **extra})
+    if perturb and registry.get(name).kind in ("pixel", "gan"):
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d) and not m.weight.any():
+                m.reset_parameters()
+    return model
 
 
 def test_every_model_has_a_tiny_config():
@@ -73,8 +85,34 @@ def test_seeded_determinism(name):
     a, b, c = make(name, seed=3), make(name, seed=3), make(name, seed=4)
     with torch.no_grad():
         assert torch.equal(a.eval()(x), b.eval()(x))
+        if name in PIXEL_NAMES:
+            assert not torch.equal(a.eval()(x), c.eval()(x))
     if registry.get(name).kind != "interp":
         assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("name", PIXEL_NAMES)
+def test_untrained_model_is_exactly_bicubic_and_trains_off_it(name, scale):
+    """bicubic_skip + zero-initialised last conv: the untrained output is bicubic(lr); one L1 step moves it,
+    and from the second step on every parameter, the body's included, gets a gradient."""
+    model = make(name, scale, perturb=False)
+    x, hr = torch.rand(2, 1, 13, 11), torch.rand(2, 1, 13 * scale, 11 * scale)
+    want = bicubic(x, scale)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), want, atol=1e-6, rtol=0)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for step in (1, 2):
+        opt.zero_grad()
+        (model(x) - hr).abs().mean().backward()
+        if step == 1:
+            opt.step()
+            with torch.no_grad():
+                assert (model.eval()(x) - want).abs().max() > 1e-4, "one step left the output at bicubic"
+            model.train()
+    zero = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not zero, f"no gradient on step 2 for {zero}"
 
 
 def _onnx_outputs(model: torch.nn.Module, example: torch.Tensor, inputs: list[torch.Tensor], path) -> list:

@@ -5,6 +5,7 @@ them. Use ``registry.names()``, ``registry.get(name)``, ``registry.build(name, s
 """
 
 from lensearch.models import registry
-from lensearch.models import bicubic, diffusion, discriminators, rdn, rrdb, srresnet, swinir  # noqa: F401  (register)
+from lensearch.models import (  # noqa: F401  (register)
+    bicubic, diffusion, discriminators, espcn, rdn, rrdb, span, srresnet, swinir)
 
 __all__ = ["registry"]

@@ -16,7 +16,8 @@ from lensearch.models.registry import Param
 SCALES = (2, 3, 4, 8)
 
 BICUBIC_SKIP = Param("bicubic_skip", bool, True,
-                     "add bicubic(LR) to the output, so the network learns the residual over bicubic")
+                     "add bicubic(LR) to the output, so the network learns the residual over bicubic "
+                     "(the last conv then starts at zero: the untrained model is exactly bicubic)")
 
 
 def check_scale(scale: int, allowed: tuple[int, ...] = SCALES) -> int:
@@ -61,6 +62,19 @@ def pixel_shuffle_upsampler(channels: int, scale: int, act: type[nn.Module] | No
         if act is not None:
             layers.append(act())
     return nn.Sequential(*layers)
+
+
+def zero_init_tail(conv: nn.Conv2d, bicubic_skip: bool) -> nn.Conv2d:
+    """Zero ``conv``'s weight and bias when ``bicubic_skip``: the residual starts at 0, the model at bicubic.
+
+    Training still reaches the body: the first step gives the tail a non-zero gradient (its input features
+    are non-zero) and moves it off zero; from the second step on the body's gradients flow through it.
+    """
+    if bicubic_skip:
+        nn.init.zeros_(conv.weight)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+    return conv
 
 
 def conv3(cin: int, cout: int) -> nn.Conv2d:

@@ -3,7 +3,8 @@
 Shallow features (two 3x3 convs) -> D residual dense blocks (C densely connected conv+ReLU layers of
 growth G, 1x1 local fusion, local residual) -> global fusion of all block outputs (1x1 + 3x3) plus the
 first shallow features -> pixel-shuffle upsampler -> 3x3 conv. Fully convolutional: any input size.
-Optional global skip: the output is added to bicubic(LR).
+Optional global skip: the output is added to bicubic(LR), and the last conv starts at zero so the
+untrained model is exactly bicubic.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lensearch.models.common import BICUBIC_SKIP, bicubic, conv3, pixel_shuffle_upsampler
+from lensearch.models.common import BICUBIC_SKIP, bicubic, conv3, pixel_shuffle_upsampler, zero_init_tail
 from lensearch.models.registry import ModelSpec, Param, register
 
 
@@ -42,7 +43,7 @@ class RDN(nn.Module):
         self.gff = nn.Sequential(nn.Conv2d(num_blocks * num_features, num_features, 1),
                                  conv3(num_features, num_features))
         self.upsample = pixel_shuffle_upsampler(num_features, scale)
-        self.tail = conv3(num_features, in_channels)
+        self.tail = zero_init_tail(conv3(num_features, in_channels), bicubic_skip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f1 = self.sfe1(x)

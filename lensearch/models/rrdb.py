@@ -5,7 +5,8 @@ model) and ``esrgan`` (the same generator trained adversarially; relativistic av
 conv -> B residual-in-residual dense blocks (3 dense blocks of 5 convs, LeakyReLU 0.2, residual scaling
 beta) -> conv + long skip -> (nearest x2 + conv + LeakyReLU) stages -> conv + LeakyReLU -> conv.
 No batch norm. Dense-block convs start at 0.1x Kaiming init (as in ESRGAN). Optional global skip over
-bicubic(LR). Fully convolutional: any input size.
+bicubic(LR), with the last conv starting at zero (the untrained model is exactly bicubic). Fully
+convolutional: any input size.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lensearch.models.common import BICUBIC_SKIP, bicubic, check_scale, conv3
+from lensearch.models.common import BICUBIC_SKIP, bicubic, check_scale, conv3, zero_init_tail
 from lensearch.models.registry import ModelSpec, Param, register
 
 
@@ -56,7 +57,7 @@ class RRDBNet(nn.Module):
                                   conv3(num_features, num_features))
         self.up_convs = nn.ModuleList(conv3(num_features, num_features) for _ in self.factors)
         self.hr_conv = conv3(num_features, num_features)
-        self.tail = conv3(num_features, in_channels)
+        self.tail = zero_init_tail(conv3(num_features, in_channels), bicubic_skip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)

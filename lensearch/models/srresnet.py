@@ -3,7 +3,8 @@
 
 9x9 conv + PReLU -> B residual blocks (conv-[BN]-PReLU-conv-[BN] + skip) -> conv-[BN] + long skip ->
 pixel-shuffle x2 stages with PReLU -> 9x9 conv. Batch norm is optional (off by default: it tends to hurt
-SR and is fragile with small per-worker batches). Optional global skip over bicubic(LR).
+SR and is fragile with small per-worker batches). Optional global skip over bicubic(LR), with the last
+conv starting at zero (the untrained model is exactly bicubic).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lensearch.models.common import BICUBIC_SKIP, bicubic, conv3, pixel_shuffle_upsampler
+from lensearch.models.common import BICUBIC_SKIP, bicubic, conv3, pixel_shuffle_upsampler, zero_init_tail
 from lensearch.models.registry import ModelSpec, Param, register
 
 
@@ -38,7 +39,7 @@ class SRResNet(nn.Module):
         self.body = nn.Sequential(*(ResBlock(num_features, batch_norm) for _ in range(num_blocks)),
                                   conv3(num_features, num_features), _norm(num_features, batch_norm))
         self.upsample = pixel_shuffle_upsampler(num_features, scale, act=nn.PReLU)
-        self.tail = nn.Conv2d(num_features, in_channels, 9, padding=4)
+        self.tail = zero_init_tail(nn.Conv2d(num_features, in_channels, 9, padding=4), bicubic_skip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)

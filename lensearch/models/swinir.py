@@ -3,7 +3,8 @@
 3x3 conv (shallow features) -> ``num_groups`` residual Swin transformer groups (each: ``depth`` Swin layers
 alternating plain and shifted-window multi-head self-attention with a learned relative position bias,
 then a 3x3 conv and a group residual) -> LayerNorm -> 3x3 conv + shallow-feature residual -> conv +
-LeakyReLU -> pixel-shuffle stages -> 3x3 conv. Optional global skip over bicubic(LR).
+LeakyReLU -> pixel-shuffle stages -> 3x3 conv. Optional global skip over bicubic(LR), with the last conv
+starting at zero (the untrained model is exactly bicubic).
 
 Any input size: the LR image is reflect-padded at the bottom/right to a multiple of ``window_size`` and
 the output cropped back to scale x input. The shifted-window attention mask is computed from the padded
@@ -16,7 +17,8 @@ import torch
 from torch import nn
 
 from lensearch.errors import UserError
-from lensearch.models.common import BICUBIC_SKIP, bicubic, conv3, pad_to_multiple, pixel_shuffle_upsampler
+from lensearch.models.common import (BICUBIC_SKIP, bicubic, conv3, pad_to_multiple, pixel_shuffle_upsampler,
+                                     zero_init_tail)
 from lensearch.models.registry import ModelSpec, Param, register
 
 _MASKED = -100.0  # added to attention logits between tokens from different regions of a shifted window
@@ -134,7 +136,8 @@ class SwinIR(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.body_conv = conv3(embed_dim, embed_dim)
         self.upsample = nn.Sequential(conv3(embed_dim, embed_dim), nn.LeakyReLU(0.2, inplace=True),
-                                      pixel_shuffle_upsampler(embed_dim, scale), conv3(embed_dim, in_channels))
+                                      pixel_shuffle_upsampler(embed_dim, scale),
+                                      zero_init_tail(conv3(embed_dim, in_channels), bicubic_skip))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
