@@ -12,19 +12,21 @@ def register(sub) -> None:
     show = verbs.add_parser("show", help="validate the file and print its flattened space")
     show.add_argument("file", type=Path)
     show.add_argument("--json", action="store_true", help="one JSON object")
+    show.add_argument("--profile", help="apply this profile of the file (e.g. cpu, gpu) before showing it")
     show.set_defaults(func=run_show)
     sample = verbs.add_parser("sample", help="print configurations sampled from the space (no training)")
     sample.add_argument("file", type=Path)
     sample.add_argument("-n", "--num", type=int, default=3, help="how many (default 3)")
     sample.add_argument("--seed", type=int, help="sampler seed (default: searcher.seed)")
     sample.add_argument("--json", action="store_true", help="one JSON object per line")
+    sample.add_argument("--profile", help="apply this profile of the file (e.g. cpu, gpu) before sampling")
     sample.set_defaults(func=run_sample)
 
 
 def run_show(args) -> int:
     from lensearch.search.schema import load_search
 
-    search = load_search(args.file)
+    search = load_search(args.file).with_profile(args.profile)
     rows = search.space.describe()
     if args.json:
         print(json.dumps({"name": search.name, "objective": [vars(o) for o in search.objectives],
@@ -32,7 +34,9 @@ def run_show(args) -> int:
                           "resources": search.resources, "data": search.data,
                           "space": [{"name": n, "values": v, "when": c} for n, v, c in rows]}))
         return 0
-    print(f"search '{search.name}' ({args.file})")
+    profiles = f"; profiles: {', '.join(search.profiles)}" if search.profiles else ""
+    shown = f" with profile '{search.profile}'" if search.profile else ""
+    print(f"search '{search.name}' ({args.file}{shown}{profiles})")
     print("objective: " + ", ".join(f"{o.metric} ({o.mode})" for o in search.objectives))
     b = search.budget
     print(f"budget: {b['num_samples']} trials x <= {b['max_epochs']} epochs; scheduler {search.scheduler['name']}; "
@@ -49,7 +53,7 @@ def run_sample(args) -> int:
     from lensearch.search.schema import load_search
     from lensearch.search.tuner import make_sampler
 
-    search = load_search(args.file)
+    search = load_search(args.file).with_profile(args.profile)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = dict(search.searcher, seed=args.seed if args.seed is not None else search.searcher["seed"])
     directions = ["maximize" if o.mode == "max" else "minimize" for o in search.objectives]

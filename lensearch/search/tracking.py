@@ -237,7 +237,7 @@ def end_state(last_result: dict[str, Any], max_epochs: int) -> str:
     return f"stopped early at epoch {epoch}"
 
 
-CUT_BY_TIME_BUDGET = "cut by the time budget at epoch {epoch}"
+CUT_BY_TIME_BUDGET = "cut by time budget at epoch {epoch}"
 
 
 def trial_error_message(trial) -> str:

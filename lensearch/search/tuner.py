@@ -580,7 +580,7 @@ def leaderboard(outcome: SearchOutcome, top: int = 10) -> str:
     cols = [m for m, _ in outcome.objectives] + [c for c in extra if c not in {m for m, _ in outcome.objectives}
                                                  and any(c in r.best for r in ranked)]
     heads = {"val_gap_closed": "gap closed"}
-    lines = [f"{'rank':<5}{'trial':<13}{'state':<26}" + "".join(f"{heads.get(c, c):>13}" for c in cols)
+    lines = [f"{'rank':<5}{'trial':<13}{'state':<32}" + "".join(f"{heads.get(c, c):>13}" for c in cols)
              + "  key params"]
     for i, row in enumerate(ranked[:top], 1):
         vals = "".join(f"{_pct(row.best.get(c)) if c == 'val_gap_closed' else _fmt(row.best.get(c)):>13}"
@@ -588,7 +588,7 @@ def leaderboard(outcome: SearchOutcome, top: int = 10) -> str:
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(row.params.items())
                            if k in ("model", "normalization", "optimizer") or k.endswith(".lr"))
         mark = "*" if row.trial_id in front else ""
-        lines.append(f"{i:<5}{row.trial_id + mark:<13}{row.state[:25]:<26}{vals}  {params}")
+        lines.append(f"{i:<5}{row.trial_id + mark:<13}{row.state[:31]:<32}{vals}  {params}")
     for row in outcome.rows:
         if row not in ranked:
             lines.append(f"{'-':<5}{row.trial_id:<13}{row.state[:80]}")
