@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 RDN = {"num_features": 8, "num_blocks": 1, "num_layers": 2, "growth": 8}
 
 
-def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None) -> Path:
-    """A search directory as the tuner leaves it: search.yaml + trials/<id>/checkpoints/best.pt.
+def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None, epochs: dict | None = None) -> Path:
+    """A search directory as the tuner leaves it: search.yaml, budget.json (max_epochs 2), mlflow_runs.json
+    (each trial's last reported epoch: ``epochs``, default 2 = completed) + trials/<id>/checkpoints/best.pt.
 
     ``trials``: ``{trial_id: (model, hyperparameters, normalization, metrics)}``; weights are untrained
     (seeded), so the exported model is deterministic.
@@ -39,6 +40,10 @@ def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None
     doc = {"name": name, "objective": objective or {"metric": "val_psnr", "mode": "max"},
            "space": {"model": {"choice": {"rdn": {}}}}}
     (search_dir / "search.yaml").write_text(yaml.safe_dump(doc))
+    (search_dir / "budget.json").write_text(json.dumps({"num_samples": len(trials), "max_epochs": 2}))
+    logged = {tid: (epochs or {}).get(tid, 2) for tid in trials}
+    (search_dir / "mlflow_runs.json").write_text(json.dumps({"parent": None, "trials": {}, "finished": list(trials),
+                                                             "logged": logged}))
     for trial_id, (model, params, norm, metrics) in trials.items():
         torch.manual_seed(0)
         net = registry.build(model, scale=2, **params)
@@ -161,13 +166,14 @@ def test_a_perturbed_onnx_graph_fails_the_export_with_numbers(tiny_h5, tmp_path,
 # ------------------------------------------------------------------------------------------- selection
 def test_multi_objective_selection_reports_the_pareto_front(tiny_h5, tmp_path):
     metrics = {"a": {"val_psnr": 30.0, "params": 100.0}, "b": {"val_psnr": 28.0, "params": 50.0},
-               "c": {"val_psnr": 27.0, "params": 200.0}}
+               "c": {"val_psnr": 27.0, "params": 200.0}, "d": {"val_psnr": 29.0, "params": 50.0}}
     fake_search(tmp_path, "mo", {k: ("bicubic", {}, "minmax", m) for k, m in metrics.items()}, tiny_h5,
-                objective=[{"metric": "val_psnr", "mode": "max"}, {"metric": "params", "mode": "min"}])
+                objective=[{"metric": "val_psnr", "mode": "max"}, {"metric": "params", "mode": "min"}],
+                epochs={"d": 1})  # d (dominating b) was stopped after 1 of 2 epochs: not comparable
     ref = find_search("mo", store=tmp_path)
     choice = choose_trial(ref)
     assert choice.trial_id == "a"
-    assert "Pareto front: a, b" in choice.reason and "best by the first objective" in choice.reason
+    assert "Pareto front: a, b;" in choice.reason and "best by the first objective" in choice.reason
     assert choose_trial(ref, trial="b").trial_id == "b"
     assert choose_trial(ref, metric="params").trial_id == "b"          # direction known: cost metrics -> min
     assert choose_trial(ref, metric="val_psnr", mode="min").trial_id == "c"
