@@ -58,6 +58,18 @@ def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None
     return search_dir
 
 
+def skimage_psnr(pred, ref) -> float:
+    """Mean PSNR recomputed independently of lensearch.metrics: numpy float64 + scikit-image, each pair
+    scaled by the reference image's range (the project's convention, data_range 1)."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    values = []
+    for p, r in zip(np.asarray(pred, np.float64), np.asarray(ref, np.float64)):
+        lo, span = r.min(), r.max() - r.min()
+        values.append(peak_signal_noise_ratio((r - lo) / span, (p - lo) / span, data_range=1.0))
+    return float(np.mean(values))
+
+
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) >= 1
@@ -104,7 +116,13 @@ def test_export_of_a_real_search_is_verified_self_contained_and_registered(tiny_
     val, test = man["metrics"]["val"], man["metrics"]["test"]
     assert val["model"]["psnr"] == pytest.approx(best.best["val_psnr"], rel=1e-4)
     assert {"psnr_clean", "ssim_clean", "mse_clean"} <= set(test["model"]) and test["noise_ceiling"]
-    assert test["bicubic"]["psnr"] > 0 and test["n"] == 13
+    split = next(iter_batches(man["data"]["path"], "test", 64, ("lr", "hr")))
+    lr_t = torch.from_numpy(split["lr"])
+    bic = torch.nn.functional.interpolate(lr_t, scale_factor=2, mode="bicubic", align_corners=False).numpy()
+    sr = torch.jit.load(str(out / "model.ts"))(lr_t).detach().numpy()
+    assert test["n"] == len(split["hr"]) == 13
+    assert test["bicubic"]["psnr"] == pytest.approx(skimage_psnr(bic, split["hr"]), abs=1e-3)
+    assert test["model"]["psnr"] == pytest.approx(skimage_psnr(sr, split["hr"]), abs=1e-3)
 
     # The folder alone rebuilds the model: state dict + normalization.json reproduce the TorchScript graph.
     net = registry.build(man["model"]["name"], scale=2, **man["model"]["params"]).eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -31,8 +32,19 @@ BASE = {"space": {"model": {"choice": {"rdn": {"num_blocks": {"int": [1, 3]}},
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_search_spaces_are_valid(path):
+    """Every sampled point of a shipped space is a valid run configuration, and `space show` lists every
+    parameter a trial can get."""
+    from lensearch.training.validate import check_run_config
+
     search = load_search(path)
-    assert search.space.describe()
+    described = {name for name, _, _ in search.space.describe()}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(12):
+        trial = study.ask()
+        search.space.suggest(trial)
+        assert set(trial.params) <= described, set(trial.params) - described
+        check_run_config(search.space.materialize(trial.params))
+        study.tell(trial, 0.0)
 
 
 def test_inactive_branches_never_appear_and_configs_materialize(tmp_path):
@@ -92,6 +104,19 @@ def test_cli_space_show_and_sample(tmp_path, capsys):
     assert main(["space", "sample", str(path), "-n", "3", "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3
+    search = load_search(path)
+    for line in lines:  # each sample is a point of the space and its run configuration
+        sample = json.loads(line)
+        params = sample["params"]
+        assert sample["config"] == search.space.materialize(params)
+        model = params["model"]
+        assert model in ("rdn", "srresnet")
+        assert 1 <= params[f"model.{model}.num_blocks"] <= {"rdn": 3, "srresnet": 2}[model]
+        low, high = {"adam": (1e-4, 1e-2), "sgd": (1e-3, 1e-1)}[params["optimizer"]]
+        assert low <= params[f"optimizer.{params['optimizer']}.lr"] <= high
+        assert params["train.batch_size"] in (8, 16)
+    assert main(["space", "sample", str(path), "-n", "3", "--json"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == lines  # seeded: the same samples again
 
 
 def test_cli_bad_space_file_is_one_line_and_exit_2(tmp_path, capsys):
