@@ -106,11 +106,14 @@ class SearchRef:
     tracking_uri: str
     parent_run_id: str | None = None
     run_ids: dict[str, str] = field(default_factory=dict)
+    logged: dict[str, int] = field(default_factory=dict)  # trial -> last epoch it reported
+    max_epochs: int | None = None                        # the search's budget (budget.json)
 
 
 def _search_ref(path: Path, store: Path, tracking_uri: str | None) -> SearchRef:
     from lensearch.search.schema import load_search
     from lensearch.search.tracking import STATE_FILE, default_tracking_uri
+    from lensearch.search.tuner import BUDGET
 
     path = path.resolve()
     expect(any((path / p).exists() for p in ("search.yaml", "trials", STATE_FILE)),
@@ -125,8 +128,13 @@ def _search_ref(path: Path, store: Path, tracking_uri: str | None) -> SearchRef:
         raise UserError(f"{path / STATE_FILE}: garbled ({err})") from None
     if path.parent.name == "searches":  # <store>/searches/<dir>: the store it was logged to
         store = path.parent.parent
+    max_epochs = None
+    try:
+        max_epochs = int(json.loads((path / BUDGET).read_text())["max_epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no budget record (older search): trials' end states stay unknown
     return SearchRef(name, path, objectives, tracking_uri or default_tracking_uri(store),
-                     runs.get("parent"), runs.get("trials", {}))
+                     runs.get("parent"), runs.get("trials", {}), runs.get("logged", {}), max_epochs)
 
 
 def find_search(search: str, store: str | os.PathLike = "mlruns", tracking_uri: str | None = None) -> SearchRef:
@@ -185,6 +193,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _trial_rows(ref: SearchRef) -> list:
+    from lensearch.search.tracking import end_state
     from lensearch.search.tuner import TRIALS, TrialRow
 
     rows = []
@@ -193,7 +202,10 @@ def _trial_rows(ref: SearchRef) -> list:
         metrics = {k: float(v) for k, v in ckpt.get("metrics", {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         trial_id = path.parents[1].name
-        rows.append(TrialRow(trial_id, "finished", int(ckpt.get("epoch", 0)), metrics, {}, str(path),
+        # completed vs stopped early decides who may be on a Pareto front (fronts compare equal budgets)
+        state = ("finished" if ref.max_epochs is None or trial_id not in ref.logged
+                 else end_state(int(ref.logged[trial_id]), ref.max_epochs))
+        rows.append(TrialRow(trial_id, state, int(ckpt.get("epoch", 0)), metrics, {}, str(path),
                              ref.run_ids.get(trial_id)))
     expect(rows, f"search {ref.dir}: no finished trial (no trials/*/checkpoints/best.pt); nothing to export")
     return rows

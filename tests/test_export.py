@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 RDN = {"num_features": 8, "num_blocks": 1, "num_layers": 2, "growth": 8}
 
 
-def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None) -> Path:
-    """A search directory as the tuner leaves it: search.yaml + trials/<id>/checkpoints/best.pt.
+def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None, epochs: dict | None = None) -> Path:
+    """A search directory as the tuner leaves it: search.yaml, budget.json (max_epochs 2), mlflow_runs.json
+    (each trial's last reported epoch: ``epochs``, default 2 = completed) + trials/<id>/checkpoints/best.pt.
 
     ``trials``: ``{trial_id: (model, hyperparameters, normalization, metrics)}``; weights are untrained
     (seeded), so the exported model is deterministic. The zero-initialised output conv of a bicubic-skip
@@ -41,6 +42,10 @@ def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None
     doc = {"name": name, "objective": objective or {"metric": "val_psnr", "mode": "max"},
            "space": {"model": {"choice": {"rdn": {}}}}}
     (search_dir / "search.yaml").write_text(yaml.safe_dump(doc))
+    (search_dir / "budget.json").write_text(json.dumps({"num_samples": len(trials), "max_epochs": 2}))
+    logged = {tid: (epochs or {}).get(tid, 2) for tid in trials}
+    (search_dir / "mlflow_runs.json").write_text(json.dumps({"parent": None, "trials": {}, "finished": list(trials),
+                                                             "logged": logged}))
     for trial_id, (model, params, norm, metrics) in trials.items():
         torch.manual_seed(0)
         net = registry.build(model, scale=2, **params)
@@ -56,6 +61,18 @@ def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None
                    "config": config, "metrics": metrics, "data_path": str(data)}
         save_checkpoint(payload, search_dir / "trials" / trial_id / "checkpoints" / "best.pt")
     return search_dir
+
+
+def skimage_psnr(pred, ref) -> float:
+    """Mean PSNR recomputed independently of lensearch.metrics: numpy float64 + scikit-image, each pair
+    scaled by the reference image's range (the project's convention, data_range 1)."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    values = []
+    for p, r in zip(np.asarray(pred, np.float64), np.asarray(ref, np.float64)):
+        lo, span = r.min(), r.max() - r.min()
+        values.append(peak_signal_noise_ratio((r - lo) / span, (p - lo) / span, data_range=1.0))
+    return float(np.mean(values))
 
 
 def _error_line(capsys) -> str:
@@ -104,7 +121,13 @@ def test_export_of_a_real_search_is_verified_self_contained_and_registered(tiny_
     val, test = man["metrics"]["val"], man["metrics"]["test"]
     assert val["model"]["psnr"] == pytest.approx(best.best["val_psnr"], rel=1e-4)
     assert {"psnr_clean", "ssim_clean", "mse_clean"} <= set(test["model"]) and test["noise_ceiling"]
-    assert test["bicubic"]["psnr"] > 0 and test["n"] == 13
+    split = next(iter_batches(man["data"]["path"], "test", 64, ("lr", "hr")))
+    lr_t = torch.from_numpy(split["lr"])
+    bic = torch.nn.functional.interpolate(lr_t, scale_factor=2, mode="bicubic", align_corners=False).numpy()
+    sr = torch.jit.load(str(out / "model.ts"))(lr_t).detach().numpy()
+    assert test["n"] == len(split["hr"]) == 13
+    assert test["bicubic"]["psnr"] == pytest.approx(skimage_psnr(bic, split["hr"]), abs=1e-3)
+    assert test["model"]["psnr"] == pytest.approx(skimage_psnr(sr, split["hr"]), abs=1e-3)
 
     # The folder alone rebuilds the model: state dict + normalization.json reproduce the TorchScript graph.
     net = registry.build(man["model"]["name"], scale=2, **man["model"]["params"]).eval()
@@ -166,13 +189,14 @@ def test_a_perturbed_onnx_graph_fails_the_export_with_numbers(tiny_h5, tmp_path,
 # ------------------------------------------------------------------------------------------- selection
 def test_multi_objective_selection_reports_the_pareto_front(tiny_h5, tmp_path):
     metrics = {"a": {"val_psnr": 30.0, "params": 100.0}, "b": {"val_psnr": 28.0, "params": 50.0},
-               "c": {"val_psnr": 27.0, "params": 200.0}}
+               "c": {"val_psnr": 27.0, "params": 200.0}, "d": {"val_psnr": 29.0, "params": 50.0}}
     fake_search(tmp_path, "mo", {k: ("bicubic", {}, "minmax", m) for k, m in metrics.items()}, tiny_h5,
-                objective=[{"metric": "val_psnr", "mode": "max"}, {"metric": "params", "mode": "min"}])
+                objective=[{"metric": "val_psnr", "mode": "max"}, {"metric": "params", "mode": "min"}],
+                epochs={"d": 1})  # d (dominating b) was stopped after 1 of 2 epochs: not comparable
     ref = find_search("mo", store=tmp_path)
     choice = choose_trial(ref)
     assert choice.trial_id == "a"
-    assert "Pareto front: a, b" in choice.reason and "best by the first objective" in choice.reason
+    assert "Pareto front: a, b;" in choice.reason and "best by the first objective" in choice.reason
     assert choose_trial(ref, trial="b").trial_id == "b"
     assert choose_trial(ref, metric="params").trial_id == "b"          # direction known: cost metrics -> min
     assert choose_trial(ref, metric="val_psnr", mode="min").trial_id == "c"

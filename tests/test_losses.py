@@ -142,3 +142,70 @@ def test_vanilla_and_unknown_kind():
     assert adv.g_loss(torch.zeros(2), torch.full((2,), 6.0)) < 1e-2
     with pytest.raises(UserError, match=r"loss\.adversarial: expected one of 'vanilla', 'ragan', got 'wgan'"):
         AdversarialLoss("wgan")
+
+
+# --- losses in a fixed space whatever the normalization ---------------------------------------------------
+
+
+@pytest.mark.parametrize("scale, offset", [(1e-3, 0.0), (1.0, 0.0), (1e3, -40.0)])
+def test_ssim_loss_uses_the_targets_data_range(pair, scale, offset):
+    """Against scikit-image on the images the validation SSIM scores (each pair scaled by the target's
+    range, min -> 0, max -> 1, in float64): the same loss in any units, as the normalizations leave them."""
+    from skimage.metrics import structural_similarity
+
+    sr, hr = pair
+    sr, hr = scale * sr + offset, scale * hr + offset
+    want = []
+    for s, h in zip(sr.double().numpy(), hr.double().numpy()):
+        lo, span = h.min(), h.max() - h.min()
+        want.append(structural_similarity((s[0] - lo) / span, (h[0] - lo) / span, gaussian_weights=True,
+                                          sigma=1.5, use_sample_covariance=False, data_range=1.0))
+    assert losses.ssim_loss(sr, hr).item() == pytest.approx(1 - sum(want) / len(want), abs=1e-4)
+
+
+NORMS = [{"name": "none"}, {"name": "minmax"}, {"name": "zscore"}, {"name": "log", "softening": 0.05},
+         {"name": "asinh", "softening": 0.05}]
+
+
+@pytest.mark.parametrize("cfg", NORMS, ids=[c["name"] for c in NORMS])
+def test_content_loss_sees_the_same_images_whatever_the_normalization(cfg):
+    """The loss gets normalised images; the FeatureNet must see data units scaled by the HR's range."""
+    from lensearch.data.transforms import build_normalization
+
+    torch.manual_seed(0)
+    hr = 3.0 * torch.rand(3, 1, 24, 24) ** 3 + 0.1            # data units, far from [0, 1]
+    sr = hr + 0.3 * torch.randn_like(hr)
+    lr = torch.nn.functional.avg_pool2d(hr, 2)
+    norm = build_normalization(cfg, {"mean": 0.5, "std": 0.7})
+    net = FeatureNet(base_channels=4).eval()
+    lo = hr.amin(dim=(1, 2, 3), keepdim=True)
+    span = hr.amax(dim=(1, 2, 3), keepdim=True) - lo
+    with torch.no_grad():  # independent reference: features of the unit-scaled data-unit images
+        f_sr, _ = net((sr - lo) / span)
+        f_hr, _ = net((hr - lo) / span)
+    want = torch.stack([(a - b).abs().mean() for a, b in zip(f_sr, f_hr)]).mean()
+    loss = build_generator_loss({"pixel_weight": 0.0, "content_weight": 1.0}, feature_net=net, normalization=norm)
+    total, parts = loss(norm.apply(sr, lr), norm.apply(hr, lr))
+    assert parts["content"].item() == pytest.approx(want.item(), rel=1e-4)
+    late = build_generator_loss({"pixel_weight": 0.0, "content_weight": 1.0}, feature_net=net).set_normalization(norm)
+    assert late(norm.apply(sr, lr), norm.apply(hr, lr))[1]["content"].item() == pytest.approx(want.item(), rel=1e-4)
+
+
+def test_relative_feature_net_path_is_made_absolute_for_trials(tmp_path, monkeypatch):
+    """A relative loss.content_weights validates on the driver; trials run in their own directory."""
+    from lensearch.search.space import compile_space
+    from lensearch.training.losses import absolute_loss_paths
+
+    save_feature_net(FeatureNet(base_channels=4), tmp_path / "fn.pt")
+    monkeypatch.chdir(tmp_path)
+    space = compile_space({"model": {"name": "rdn"}, "loss": {"content_weight": 0.1, "content_weights": "fn.pt"}})
+    trial_dir = tmp_path / "trials" / "t1"
+    trial_dir.mkdir(parents=True)
+    monkeypatch.chdir(trial_dir)  # what Ray Tune does before the trial function runs
+    config = space.materialize({})
+    assert config["loss"]["content_weights"] == str(tmp_path / "fn.pt")
+    build_generator_loss(config["loss"])  # found from the trial's directory
+    assert absolute_loss_paths(config, "/elsewhere") == config  # absolute paths stay
+    assert absolute_loss_paths({"loss": {"content_weights": "a/b.pt"}}, tmp_path)["loss"]["content_weights"] == \
+        str(tmp_path / "a" / "b.pt")
+    assert absolute_loss_paths({"loss": {}}, tmp_path) == {"loss": {}}

@@ -153,13 +153,10 @@ EXPORT_NAMES = sorted({registry.get(n).build: n for n in NAMES}.values())
 
 @pytest.mark.parametrize("name", EXPORT_NAMES)
 def test_export_trace_and_onnx(name, tmp_path):
-    """TorchScript trace and ONNX (dynamic N/H/W) match eager, unless export_notes say otherwise."""
-    spec, model = registry.get(name), make(name).eval()
-    if spec.export_notes:
-        with pytest.raises(Exception):
-            _check_export(model, tmp_path)
-    else:
-        _check_export(model, tmp_path)
+    """TorchScript trace and ONNX (dynamic N/H/W) match eager for every registered model."""
+    assert not registry.get(name).export_notes, (
+        f"{name} declares export_notes: give it its own test showing the documented export limitation")
+    _check_export(make(name).eval(), tmp_path)
 
 
 @pytest.mark.parametrize("name", registry.discriminator_names())

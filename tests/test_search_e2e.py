@@ -16,8 +16,10 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from test_export import skimage_psnr  # numpy + scikit-image PSNR, independent of lensearch.metrics
+
 from lensearch.cli import main
-from lensearch.data.store import SRDataset
+from lensearch.data.store import SRDataset, iter_batches
 from lensearch.data.transforms import build_normalization
 from lensearch.metrics import evaluate
 from lensearch.models import registry
@@ -85,7 +87,12 @@ def test_smoke_search_ddp_asha_and_mlflow(ray_cluster, tiny_h5, tmp_path):
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_val_psnr"] == pytest.approx(best.best["val_psnr"])
     assert "version.ray" in parent.data.tags
-    assert parent.data.metrics["bicubic_val_psnr"] > 0 and parent.data.metrics["noise_ceiling_val_psnr"] > 0
+    val = next(iter_batches(tiny_h5, "val", 64, ("lr", "hr", "hr_clean")))  # independent recomputation
+    bic = torch.nn.functional.interpolate(torch.from_numpy(val["lr"]), scale_factor=2, mode="bicubic",
+                                          align_corners=False).numpy()
+    assert parent.data.metrics["bicubic_val_psnr"] == pytest.approx(skimage_psnr(bic, val["hr"]), abs=1e-3)
+    assert parent.data.metrics["noise_ceiling_val_psnr"] == pytest.approx(skimage_psnr(val["hr_clean"], val["hr"]),
+                                                                         abs=1e-3)
     assert "bicubic val_psnr" in leaderboard(outcome) and "noise ceiling" in leaderboard(outcome)
     assert len(children) == 4
     by_trial = {c.data.tags["lensearch.trial_id"]: c for c in children}

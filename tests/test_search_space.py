@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -31,8 +32,19 @@ BASE = {"space": {"model": {"choice": {"rdn": {"num_blocks": {"int": [1, 3]}},
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_search_spaces_are_valid(path):
+    """Every sampled point of a shipped space is a valid run configuration, and `space show` lists every
+    parameter a trial can get."""
+    from lensearch.training.validate import check_run_config
+
     search = load_search(path)
-    assert search.space.describe()
+    described = {name for name, _, _ in search.space.describe()}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(12):
+        trial = study.ask()
+        search.space.suggest(trial)
+        assert set(trial.params) <= described, set(trial.params) - described
+        check_run_config(search.space.materialize(trial.params))
+        study.tell(trial, 0.0)
 
 
 def test_inactive_branches_never_appear_and_configs_materialize(tmp_path):
@@ -92,6 +104,19 @@ def test_cli_space_show_and_sample(tmp_path, capsys):
     assert main(["space", "sample", str(path), "-n", "3", "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3
+    search = load_search(path)
+    for line in lines:  # each sample is a point of the space and its run configuration
+        sample = json.loads(line)
+        params = sample["params"]
+        assert sample["config"] == search.space.materialize(params)
+        model = params["model"]
+        assert model in ("rdn", "srresnet")
+        assert 1 <= params[f"model.{model}.num_blocks"] <= {"rdn": 3, "srresnet": 2}[model]
+        low, high = {"adam": (1e-4, 1e-2), "sgd": (1e-3, 1e-1)}[params["optimizer"]]
+        assert low <= params[f"optimizer.{params['optimizer']}.lr"] <= high
+        assert params["train.batch_size"] in (8, 16)
+    assert main(["space", "sample", str(path), "-n", "3", "--json"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == lines  # seeded: the same samples again
 
 
 def test_cli_bad_space_file_is_one_line_and_exit_2(tmp_path, capsys):
@@ -150,3 +175,97 @@ def test_a_clean_metric_on_data_without_hr_clean_is_refused_up_front(tmp_path, c
     assert main(["tune", str(path), "--store", str(tmp_path / "mlruns")]) == 2
     err = capsys.readouterr().err
     assert "val_psnr_clean needs noise-free HR" in err and err.strip().count("\n") == 0
+
+
+MO = {**BASE, "objective": [{"metric": "val_psnr", "mode": "max"}, {"metric": "params", "mode": "min"}]}
+
+
+def _drive(searcher, trials: int, epochs: int, value=lambda i, epoch: 30.0 + epoch, stop=lambda i: None):
+    """Run ``trials`` trials one after another through a Ray searcher, as Tune would."""
+    for i in range(trials):
+        tid = f"t{i}"
+        config = searcher.suggest(tid)
+        assert config
+        last = stop(i) or epochs
+        for epoch in range(1, last + 1):
+            result = {"epoch": epoch, "val_psnr": value(i, epoch), "params": 1000.0 + i}
+            searcher.on_trial_result(tid, result)
+        searcher.on_trial_complete(tid, result)
+
+
+def test_nsga2_population_follows_the_budget_so_generations_advance(tmp_path):
+    """Optuna's default population (50) never leaves generation 0 in a 16-trial budget (random search)."""
+    from lensearch.search.tuner import make_searcher, nsga2_population
+
+    search = load_search(_write(tmp_path, {**MO, "searcher": {"name": "nsga2", "seed": 0},
+                                           "budget": {"num_samples": 16, "max_epochs": 2}}))
+    searcher = make_searcher(search, max_epochs=2)
+    _drive(searcher, 16, 2, value=lambda i, epoch: 20.0 + (i * 7) % 5 + epoch)
+    key = "NSGAIISampler:generation"  # where optuna's NSGA-II (BaseGASampler) keeps a trial's generation
+    trials = searcher._ot_study.get_trials(deepcopy=False)
+    generations = [t.system_attrs[key] for t in trials]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert generations == sorted(generations) and max(generations) == 3, generations  # 4 generations of 4
+    assert [nsga2_population(n) for n in (None, 1, 16, 64, 1000)] == [50, 4, 4, 16, 50]
+    # the CLI's --num-samples override reaches the sampler too
+    assert make_searcher(search, 2, num_samples=64)._sampler.population_size == 16
+
+
+def test_multi_objective_searches_run_without_early_stopping(tmp_path):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from lensearch.search.tuner import make_scheduler
+
+    said = []
+    multi = load_search(_write(tmp_path, {**MO, "scheduler": {"name": "asha"}}))
+    assert type(make_scheduler(multi, 4, notice=said.append)) is FIFOScheduler
+    assert len(said) == 1 and "scheduler 'asha' ignored, no early stopping" in said[0] and "\n" not in said[0]
+    none = load_search(_write(tmp_path, {**MO, "scheduler": {"name": "none"}}))
+    assert type(make_scheduler(none, 4, notice=said.append)) is FIFOScheduler and len(said) == 1
+    single = load_search(_write(tmp_path, {**BASE, "scheduler": {"name": "asha"}}))
+    assert isinstance(make_scheduler(single, 4, notice=said.append), ASHAScheduler) and len(said) == 1
+
+
+def test_pareto_front_compares_completed_trials_only():
+    from lensearch.search.tuner import SearchOutcome, TrialRow, pareto_front
+
+    def row(tid, state, psnr, params):
+        return TrialRow(tid, state, 3, {"val_psnr": psnr, "params": params}, {}, None, None)
+
+    rows = [row("a", "completed", 30.0, 100.0), row("b", "stopped early at epoch 1", 35.0, 50.0),
+            row("c", "completed", 31.0, 200.0), row("d", "completed", 29.0, 150.0),
+            row("e", "errored: boom", 40.0, 10.0)]
+    outcome = SearchOutcome("s", Path("."), [("val_psnr", "max"), ("params", "min")], rows, None, "", 0.0)
+    assert [r.trial_id for r in pareto_front(outcome)] == ["a", "c"]
+
+
+def test_optuna_is_told_the_best_epoch_like_the_leaderboard(tmp_path):
+    """The leaderboard and export rank a trial by its best epoch; Optuna must be told the same value."""
+    from lensearch.search.tuner import make_searcher
+
+    curve = {1: 31.0, 2: 35.0, 3: 33.0}
+    search = load_search(_write(tmp_path, {**BASE, "searcher": {"name": "tpe", "seed": 0}}))
+    searcher = make_searcher(search, max_epochs=3)
+    _drive(searcher, 1, 3, value=lambda i, epoch: curve[epoch])
+    (trial,) = searcher._ot_study.get_trials(deepcopy=False)
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 35.0
+
+    multi = make_searcher(load_search(_write(tmp_path, {**MO, "searcher": {"name": "nsga2", "seed": 0}})), 3)
+    assert multi.suggest("m")
+    for epoch, psnr in curve.items():
+        multi.on_trial_result("m", {"epoch": epoch, "val_psnr": psnr, "params": 100.0 + epoch})
+    multi.on_trial_complete("m", {"epoch": 3, "val_psnr": 33.0, "params": 103.0})
+    (trial,) = multi._ot_study.get_trials(deepcopy=False)
+    assert trial.values == [35.0, 102.0]  # every objective at the primary objective's best epoch
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "train_loss"])
+def test_losses_are_refused_as_objectives_of_a_search(tmp_path, metric):
+    path = _write(tmp_path, {**BASE, "objective": {"metric": metric, "mode": "min"}})
+    with pytest.raises(UserError) as err:
+        load_search(path)
+    text = str(err.value)
+    assert f"objective.metric: {metric} cannot rank trials" in text and "val_psnr" in text and "\n" not in text
+    one = load_search(_write(tmp_path, {**BASE, "objective": {"metric": metric, "mode": "min"},
+                                        "budget": {"num_samples": 1}}))  # lensearch train: nothing to compare
+    assert one.primary.metric == metric

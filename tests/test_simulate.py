@@ -55,6 +55,11 @@ def test_switches_keep_the_same_sky(tiny):
 
 
 # --------------------------------------------------------------------------------------------- shapes
+# Published / documented instruments (module docstring; DeepLenseSim Model I: 0.05"/px, FWHM 0.087"): HR pixel
+# scale and PSF FWHM in arcsec. The scale-2 LR instrument has half the aperture: twice the pixel and FWHM.
+INSTRUMENTS = {"tiny": (0.1, 0.16), "model_i": (0.05, 0.087), "model_ii": (0.05, 0.08), "model_iii": (0.04, 0.07)}
+
+
 @pytest.mark.parametrize("preset,hr,lr", [("tiny", 64, 32), ("model_i", 150, 75), ("model_ii", 128, 64),
                                           ("model_iii", 128, 64)])
 def test_shapes_and_dtypes(preset, hr, lr):
@@ -68,8 +73,9 @@ def test_shapes_and_dtypes(preset, hr, lr):
     assert d["param_names"] == list(sim.PARAM_NAMES)
     a = d["attrs"]
     assert a["preset"] == preset and a["source"] == "simulate" and a["units"] == sim.UNITS
-    assert a["pixel_scale_lr"] == pytest.approx(2 * a["pixel_scale_hr"])
-    assert a["psf_fwhm_lr"] > a["psf_fwhm_hr"]
+    pixel, fwhm = INSTRUMENTS[preset]
+    assert (a["pixel_scale_hr"], a["psf_fwhm_hr"]) == pytest.approx((pixel, fwhm))
+    assert (a["pixel_scale_lr"], a["psf_fwhm_lr"]) == pytest.approx((2 * pixel, 2 * fwhm))
 
 
 def test_scale_4():

@@ -112,9 +112,11 @@ def run_train(args) -> int:
     from lensearch.errors import UserError
     from lensearch.search.tuner import train_one
     from lensearch.training.config import load_run_config
+    from lensearch.training.losses import absolute_loss_paths
     from lensearch.training.validate import check_run_config
 
-    config = load_run_config(args.file)
+    # a relative FeatureNet path is found from here (the driver), not from the trial's own directory
+    config = absolute_loss_paths(load_run_config(args.file), Path.cwd())
     try:
         check_run_config(config)
     except UserError as err:

@@ -5,7 +5,8 @@ Refinement"), with DDIM sampling (Song et al. 2020) so ``model(lr)`` stays affor
   generates the bicubic part, only the detail on top of it.
 - Conditioning: bicubic(lr) concatenated channel-wise to the noisy residual; the small UNet predicts the
   noise (epsilon). ``training_loss(lr, hr)`` is the DDPM objective, MSE(eps_hat, eps) at a uniformly drawn
-  timestep (global torch RNG, so the training loop's seed governs it).
+  timestep (global torch RNG, so the training loop's seed governs it; pass ``generator`` for a fixed draw,
+  as validation does).
 - Sampling (``forward``): DDIM with eta = 0 over ``sample_steps`` evenly spaced timesteps. The initial
   noise is a fixed 256x256 tile drawn once from ``torch.Generator().manual_seed(0)`` (a non-persistent
   buffer), tiled over larger images and shared by all images of a batch: ``model(lr)`` is deterministic,
@@ -158,14 +159,16 @@ class DiffusionSR(nn.Module):
         reps = ((h + NOISE_TILE - 1) // NOISE_TILE, (w + NOISE_TILE - 1) // NOISE_TILE)
         return self.init_noise.repeat(1, 1, *reps)[..., :h, :w].expand(b, -1, -1, -1)
 
-    def training_loss(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        """DDPM noise-prediction MSE at a random timestep per image (scalar)."""
+    def training_loss(self, lr: torch.Tensor, hr: torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """DDPM noise-prediction MSE at a random timestep per image (scalar). Timesteps and noise come from
+        ``generator`` (on ``hr``'s device) when given, else from the global torch RNG."""
         up = bicubic(lr, self.scale)
         x0 = pad_to_multiple((hr - up) / self.residual_scale, self.multiple)
         cond = pad_to_multiple(up, self.multiple)
-        t = torch.randint(0, self.timesteps, (hr.shape[0],), device=hr.device)
+        t = torch.randint(0, self.timesteps, (hr.shape[0],), device=hr.device, generator=generator)
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        noise = torch.randn_like(x0)
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         eps = self._eps(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, cond, t)
         h, w = hr.shape[-2:]
         return F.mse_loss(eps[..., :h, :w], noise[..., :h, :w])

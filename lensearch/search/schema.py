@@ -32,9 +32,14 @@ from lensearch.errors import UserError
 from lensearch.training.config import DATA_DEFAULTS
 from lensearch.yamlfile import read_yaml
 
-# Metrics an objective may name: what every trial reports.
-OBJECTIVE_METRICS = {"val_psnr", "val_ssim", "val_mse", "val_loss", "val_psnr_clean", "val_ssim_clean",
-                     "val_mse_clean", "params", "flops", "latency_ms", "train_loss"}
+# Metrics an objective may name: what every trial reports, on a scale shared by all trials.
+OBJECTIVE_METRICS = {"val_psnr", "val_ssim", "val_mse", "val_psnr_clean", "val_ssim_clean",
+                     "val_mse_clean", "params", "flops", "latency_ms"}
+# Reported, but in each trial's own units: a loss is computed on images as that trial's normalization left
+# them, with that trial's loss terms and weights (and for GANs / diffusion models another objective
+# altogether), so it cannot rank trials against each other. Allowed only where nothing is compared: a
+# one-trial budget (``lensearch train`` monitoring val_loss).
+INCOMPARABLE_METRICS = {"val_loss", "train_loss"}
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,7 @@ def _section(raw: Any, name: str) -> dict[str, Any]:
     return {key: out.get(key, spec.default) for key, spec in keys.items()}
 
 
-def _objectives(raw: Any) -> list[Objective]:
+def _objectives(raw: Any, num_samples: Any = None) -> list[Objective]:
     if raw is None:
         raw = {"metric": "val_psnr", "mode": "max"}
     items = raw if isinstance(raw, list) else [raw]
@@ -193,7 +198,11 @@ def _objectives(raw: Any) -> list[Objective]:
         if not isinstance(item, dict) or set(item) - {"metric", "mode"}:
             raise UserError(f"{where}: expected a mapping with keys metric and mode, got {item!r}")
         metric, mode = item.get("metric"), item.get("mode", "max")
-        if metric not in OBJECTIVE_METRICS:
+        if metric in INCOMPARABLE_METRICS and num_samples != 1:
+            raise UserError(f"{where}.metric: {metric} cannot rank trials (each trial's loss is in its own "
+                            f"normalization and loss terms); expected one of {', '.join(sorted(OBJECTIVE_METRICS))}, "
+                            f"got {metric!r}")
+        if metric not in OBJECTIVE_METRICS | INCOMPARABLE_METRICS:
             raise UserError(f"{where}.metric: expected one of {', '.join(sorted(OBJECTIVE_METRICS))}, got {metric!r}")
         if mode not in ("max", "min"):
             raise UserError(f"{where}.mode: expected max or min, got {mode!r}")
@@ -265,7 +274,8 @@ def _parse_document(raw: dict[str, Any], path: Path) -> SearchFile:
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name.replace("-", "_").replace(".", "_").isidentifier():
         raise UserError(f"name: expected a simple name (letters, digits, - _ .), got {name!r}")
-    objectives = _objectives(raw.get("objective"))
+    budget = _section(raw.get("budget"), "budget")
+    objectives = _objectives(raw.get("objective"), budget["num_samples"])
     searcher = _section(raw.get("searcher"), "searcher")
     if len(objectives) > 1 and searcher["name"] == "cmaes":
         raise UserError("searcher.name: cmaes supports one objective only; use tpe, nsga2 or random")
@@ -277,7 +287,7 @@ def _parse_document(raw: dict[str, Any], path: Path) -> SearchFile:
         data["preset"] = None  # an explicit file that is missing is an error, not a cue to simulate into it
     return SearchFile(
         path=path, name=name, data=data, objectives=objectives,
-        budget=_section(raw.get("budget"), "budget"), scheduler=_section(raw.get("scheduler"), "scheduler"),
+        budget=budget, scheduler=_section(raw.get("scheduler"), "scheduler"),
         searcher=searcher, resources=_section(raw.get("resources"), "resources"), space=space, raw=raw,
     )
 

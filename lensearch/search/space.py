@@ -24,6 +24,7 @@ configuration (``model: {name: rdn, num_blocks: 4, ...}``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 from lensearch.errors import UserError
@@ -127,8 +128,12 @@ def _parse_dist(raw: dict, path: str) -> Dist:
 class Space:
     """A compiled search space: ``suggest`` (Optuna define-by-run) and ``materialize`` (-> run config)."""
 
-    def __init__(self, root: Section):
+    def __init__(self, root: Section, base_dir: Path | None = None):
         self.root = root
+        # Where relative file paths in the space (loss.content_weights) were validated: the driver's working
+        # directory at compile time. Kept absolute, so trials (which Ray Tune runs in their own directories)
+        # get absolute paths from materialize.
+        self.base_dir = Path(base_dir or Path.cwd()).resolve()
 
     # -- Optuna -------------------------------------------------------------------------------------
     def suggest(self, trial) -> None:
@@ -148,8 +153,12 @@ class Space:
 
     # -- configurations -----------------------------------------------------------------------------
     def materialize(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Flat trial parameters -> nested run configuration (fixed values filled in)."""
-        return {path: self._materialize(node, path, params) for path, node in self.root.items.items()}
+        """Flat trial parameters -> nested run configuration (fixed values filled in; a relative
+        ``loss.content_weights`` made absolute against :attr:`base_dir`)."""
+        from lensearch.training.losses import absolute_loss_paths
+
+        config = {path: self._materialize(node, path, params) for path, node in self.root.items.items()}
+        return absolute_loss_paths(config, self.base_dir)
 
     def _materialize(self, node, path: str, params: dict[str, Any]):
         if isinstance(node, Fixed):

@@ -39,7 +39,28 @@ COST_METRICS = ("params", "flops", "latency_ms")
 
 
 # ------------------------------------------------------------------------------------------ searcher
-def make_sampler(searcher: dict[str, Any], multi: bool):
+NSGA2_MIN_POPULATION = 4
+NSGA2_MAX_POPULATION = 50  # Optuna's default
+
+
+def nsga2_population(num_samples: int | None) -> int:
+    """NSGA-II population for a budget of ``num_samples`` trials: about a quarter of the budget, at least
+    :data:`NSGA2_MIN_POPULATION`, at most :data:`NSGA2_MAX_POPULATION` (Optuna's default).
+
+    Why: NSGA-II samples generation 0 at random and only starts selecting and recombining once a whole
+    generation has *completed*, so a population near the budget (Optuna's 50 with a 64-trial budget) never
+    leaves generation 0 and the search is random search. A quarter of the budget gives about three evolved
+    generations after the random one; 4 is the least that still gives non-dominated sorting and the
+    two-parent crossover a choice of parents; 50 keeps large budgets at Optuna's default behaviour.
+    """
+    if not num_samples:
+        return NSGA2_MAX_POPULATION
+    return max(NSGA2_MIN_POPULATION, min(NSGA2_MAX_POPULATION, int(num_samples) // 4))
+
+
+def make_sampler(searcher: dict[str, Any], multi: bool, num_samples: int | None = None):
+    """The seeded Optuna sampler named by ``searcher`` (``num_samples``, the trial budget, sizes NSGA-II's
+    population: :func:`nsga2_population`)."""
     import warnings
 
     import optuna
@@ -54,27 +75,56 @@ def make_sampler(searcher: dict[str, Any], multi: bool):
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup,
                                                       warn_independent_sampling=False),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population(num_samples)),
     }
     return kinds[searcher["name"]]()
 
 
-def make_searcher(search: SearchFile, max_epochs: int):
-    """OptunaSearch that tells Optuna the truth about early-stopped trials.
+def _better(value: float, than: float | None, mode: str) -> bool:
+    return than is None or (value > than if mode == "max" else value < than)
+
+
+def make_searcher(search: SearchFile, max_epochs: int, num_samples: int | None = None):
+    """OptunaSearch that tells Optuna the truth about early-stopped trials and the same value the
+    leaderboard ranks by.
 
     Ray's OptunaSearch reports a trial stopped by the scheduler as COMPLETE with its last (partial) value,
     which makes an early-stopped trial look like a finished one and biases TPE toward configurations that
-    look good early. Here every epoch's value is reported as an intermediate value (step = epoch), and a
-    trial that ends before ``max_epochs`` without error is told as PRUNED: Optuna keeps its last
-    intermediate value but ranks it below every completed trial.
+    look good early. Here every epoch's value is reported as an intermediate value (step = epoch; single
+    objective), and a trial that ends before ``max_epochs`` without error is told as PRUNED: Optuna keeps
+    its last intermediate value but ranks it below every completed trial.
+
+    A completed trial is told its *best* epoch by the same rule as the leaderboard and the export: the epoch
+    with the best primary objective (the first such epoch on ties), and every objective's value at that
+    epoch — not the last epoch's values.
+
+    ``num_samples`` (default: the search file's budget) sizes NSGA-II's population.
     """
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    objectives = [(o.metric, o.mode) for o in search.objectives]
+
     class PruneAwareOptunaSearch(OptunaSearch):
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if isinstance(self.metric, list) or trial_id in self._completed_trials:
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._best_rows: dict[str, dict] = {}  # trial -> objectives at its best epoch (saved on resume)
+
+        def _note_best(self, trial_id: str, result: dict) -> None:
+            metric, mode = objectives[0]
+            value = result.get(metric)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
                 return
+            best = self._best_rows.get(trial_id)
+            if _better(float(value), None if best is None else best[metric], mode):
+                self._best_rows[trial_id] = {m: result.get(m) for m, _ in objectives}
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if trial_id in self._completed_trials:
+                return
+            self._note_best(trial_id, result)
+            if isinstance(self.metric, list):
+                return  # Optuna has no intermediate values for multi-objective studies
             value, epoch = result.get(self.metric), result.get("epoch")
             if value is not None and epoch is not None and math.isfinite(value):
                 self._ot_trials[trial_id].report(float(value), int(epoch))
@@ -86,24 +136,44 @@ def make_searcher(search: SearchFile, max_epochs: int):
                 self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
                 self._completed_trials.add(trial_id)
                 return
+            if not error and result is not None:
+                self._note_best(trial_id, result)
+                best = self._best_rows.get(trial_id)
+                if best is not None:
+                    result = {**result, **best}
             super().on_trial_complete(trial_id, result, error)
 
-    metrics = [o.metric for o in search.objectives]
-    modes = [o.mode for o in search.objectives]
+    metrics = [m for m, _ in objectives]
+    modes = [m for _, m in objectives]
     multi = len(metrics) > 1
     return PruneAwareOptunaSearch(
         space=search.space.suggest,
         metric=metrics if multi else metrics[0],
         mode=modes if multi else modes[0],
-        sampler=make_sampler(search.searcher, multi),
+        sampler=make_sampler(search.searcher, multi,
+                             num_samples if num_samples is not None else search.budget["num_samples"]),
         points_to_evaluate=[dict(p) for p in search.searcher["initial_points"]] or None,
     )
 
 
-def make_scheduler(search: SearchFile, max_epochs: int):
+def make_scheduler(search: SearchFile, max_epochs: int, *, notice=None):
+    """The early-stopping scheduler of ``search`` (``time_attr = epoch``, on the primary objective).
+
+    A multi-objective search gets **no early stopping** (FIFO, every trial runs ``max_epochs``): Ray's
+    schedulers rank trials by one metric, so ASHA/HyperBand/median would cut trials on the primary
+    objective alone (a small model good on ``params`` but slow to rise on ``val_psnr`` would be stopped),
+    and a front must compare trials at one budget. A configured scheduler is then ignored with a one-line
+    notice (``notice``: a callable taking the line; default: print to stderr).
+    """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
     cfg, obj = search.scheduler, search.primary
+    if search.multi_objective:
+        if cfg["name"] != "none":
+            line = (f"lensearch: multi-objective search: scheduler '{cfg['name']}' ignored, no early stopping "
+                    f"(every trial runs {max_epochs} epochs; Ray's schedulers stop on one metric only)")
+            (notice or (lambda text: print(text, file=sys.stderr, flush=True)))(line)
+        return FIFOScheduler()
     common = {"time_attr": "epoch", "metric": obj.metric, "mode": obj.mode}
     grace = min(cfg["grace_period"], max_epochs)
     builders = {
@@ -560,8 +630,11 @@ def summary_metrics(outcome: SearchOutcome) -> dict[str, Any]:
 
 
 def pareto_front(outcome: SearchOutcome) -> list[TrialRow]:
-    """Trials not dominated on all objectives (multi-objective searches)."""
-    rows = [r for r in outcome.finished if all(m in r.best for m, _ in outcome.objectives)]
+    """Trials not dominated on all objectives (multi-objective searches), among the trials that *completed*
+    the full budget: a trial stopped early, interrupted or errored was scored after fewer epochs and is not
+    comparable, so it is never on the front (nor does it knock a completed trial off it)."""
+    rows = [r for r in outcome.finished
+            if r.state == "completed" and all(m in r.best for m, _ in outcome.objectives)]
 
     def better_eq(a, b):
         return all((a.best[m] >= b.best[m]) if mode == "max" else (a.best[m] <= b.best[m])

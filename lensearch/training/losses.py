@@ -9,6 +9,7 @@ All pixel losses are means over the batch and are exactly 0 for identical inputs
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -34,9 +35,13 @@ def charbonnier(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-3) -> torch.
 
 
 def ssim_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """1 - mean SSIM (data_range 1: images as the normalization left them; at least 11x11 px)."""
-    from lensearch.metrics import ssim
+    """1 - mean SSIM over images of at least 11x11 px, each image pair scaled by its *target's* range
+    (:func:`lensearch.metrics.unit_scale`: the HR image's min -> 0, max -> 1, the same map for SR), so
+    ``data_range = 1`` is true whatever range the normalization left (zscore, asinh and none are not in
+    [0, 1]), as in the validation SSIM."""
+    from lensearch.metrics import ssim, unit_scale
 
+    sr, hr = unit_scale(sr, hr)
     return 1 - ssim(sr, hr, data_range=1.0).mean()
 
 
@@ -54,13 +59,34 @@ LOSS_PARAMS = (
 )
 
 
-class ContentLoss(nn.Module):
-    """Mean over FeatureNet stages of the L1 distance between features of SR and HR. The net is frozen
-    and stays in eval mode; it follows the inputs' device."""
+def content_space(sr: torch.Tensor, hr: torch.Tensor, normalization=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sr, hr) as the FeatureNet sees them, the same for every trial whatever normalization it searched:
+    **data units** (``normalization`` inverted), then each pair scaled by the HR image's range (HR min -> 0,
+    max -> 1, the same affine map for SR; :func:`lensearch.metrics.unit_scale`) — the space the
+    validation metrics use. Train FeatureNets on images scaled that way.
 
-    def __init__(self, net: nn.Module):
+    ``normalization`` (a :class:`lensearch.data.transforms.Normalization`, ``None`` = images already in
+    data units) is inverted with the normalised HR batch as its reference. The reference only enters a
+    normalization through a per-image positive affine map (minmax), which the unit scaling removes, so the
+    result equals inverting with the true raw LR batch.
+    """
+    from lensearch.metrics import unit_scale
+
+    if normalization is not None:
+        ref = hr.detach()
+        sr, hr = normalization.invert(sr, ref), normalization.invert(hr, ref)
+    return unit_scale(sr, hr)
+
+
+class ContentLoss(nn.Module):
+    """Mean over FeatureNet stages of the L1 distance between features of SR and HR, computed in the fixed
+    space of :func:`content_space` (set :attr:`normalization` to the trial's normalization). The net is
+    frozen and stays in eval mode; it follows the inputs' device."""
+
+    def __init__(self, net: nn.Module, normalization=None):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
+        self.normalization = normalization
 
     def train(self, mode: bool = True) -> ContentLoss:
         return self  # the feature extractor never leaves eval mode
@@ -69,6 +95,7 @@ class ContentLoss(nn.Module):
         weight = next(self.net.parameters())
         if weight.device != sr.device:
             self.net.to(sr.device)
+        sr, hr = content_space(sr, hr, self.normalization)
         with torch.no_grad():
             target, _ = self.net(hr)
         feats, _ = self.net(sr)
@@ -94,6 +121,13 @@ class GeneratorLoss(nn.Module):
                 ("content", cfg["content_weight"], content),
             ) if weight > 0]
 
+    def set_normalization(self, normalization) -> GeneratorLoss:
+        """Tell the content term the trial's normalization (its inputs arrive normalised); see
+        :func:`content_space`."""
+        if self.content is not None:
+            self.content.normalization = normalization
+        return self
+
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total, parts = sr.new_zeros(()), {}
         for name, weight, fn in self.terms:
@@ -103,11 +137,14 @@ class GeneratorLoss(nn.Module):
         return total, parts
 
 
-def build_generator_loss(cfg: dict[str, Any] | None = None, *, feature_net: nn.Module | None = None) -> GeneratorLoss:
+def build_generator_loss(cfg: dict[str, Any] | None = None, *, feature_net: nn.Module | None = None,
+                         normalization=None) -> GeneratorLoss:
     """A :class:`GeneratorLoss` from the ``loss`` section (keys: :data:`LOSS_PARAMS`; errors name ``loss.<key>``).
 
     With ``content_weight > 0`` the FeatureNet is ``feature_net`` if given, else loaded from
-    ``content_weights``.
+    ``content_weights`` (a relative path is relative to the current directory: make it absolute on the
+    driver with :func:`absolute_loss_paths` before a trial changes directory). ``normalization``: the
+    trial's normalization, which the content term inverts (:func:`content_space`).
     """
     cfg = coerce_params(LOSS_PARAMS, dict(cfg or {}), "loss")
     if cfg["pixel_weight"] + cfg["ssim_weight"] + cfg["content_weight"] <= 0:
@@ -117,8 +154,23 @@ def build_generator_loss(cfg: dict[str, Any] | None = None, *, feature_net: nn.M
         if feature_net is None and not cfg["content_weights"]:
             raise UserError("loss.content_weights: required when loss.content_weight > 0 "
                             "(path to FeatureNet weights, .pt), got none")
-        content = ContentLoss(feature_net if feature_net is not None else load_feature_net(cfg["content_weights"]))
+        content = ContentLoss(feature_net if feature_net is not None else load_feature_net(cfg["content_weights"]),
+                              normalization)
     return GeneratorLoss(cfg, content)
+
+
+def absolute_loss_paths(config: dict[str, Any], base: str | Path) -> dict[str, Any]:
+    """``config`` (a run configuration) with a relative ``loss.content_weights`` made absolute against
+    ``base`` (the directory the driver validated it from). Ray Tune runs each trial in its own directory,
+    so a relative path that validated on the driver would not be found in any trial. Returns a new dict;
+    other sections are shared."""
+    loss = config.get("loss")
+    if not isinstance(loss, dict) or not isinstance(loss.get("content_weights"), str) or not loss["content_weights"]:
+        return config
+    path = Path(loss["content_weights"]).expanduser()
+    if path.is_absolute():
+        return config
+    return {**config, "loss": {**loss, "content_weights": str((Path(base) / path).resolve())}}
 
 
 class AdversarialLoss:

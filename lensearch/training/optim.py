@@ -6,7 +6,8 @@ unknown name or key is a :class:`~lensearch.errors.UserError` naming ``optimizer
 ``scheduler.<key>`` and the valid choices.
 
 Schedulers step either per optimizer step (``"step"``) or per epoch (``"epoch"``); ``plateau`` steps per
-epoch on the monitored metric.
+epoch on the monitored metric. :func:`build_schedules` builds one schedule per optimizer of a training step
+(a GAN's discriminator included) and steps them together.
 """
 
 from __future__ import annotations
@@ -134,3 +135,41 @@ def build_scheduler(optimizer, cfg: dict[str, Any], *, epochs: int, steps_per_ep
     name, comp, kwargs = validated("scheduler", SCHEDULERS, cfg)
     scheduler, interval = comp.build(optimizer, epochs, max(1, steps_per_epoch), mode, **kwargs)
     return Schedule(scheduler, interval)
+
+
+@dataclass
+class ScheduleGroup:
+    """One schedule per optimizer of a step (generator, and a GAN's discriminator), built from the same
+    ``scheduler`` section and stepped together, so every optimizer follows the same time course
+    (the discriminator's lr stays ``d_lr_factor`` times the generator's at every step, warm-up included).
+    Same interface as :class:`Schedule`; its state is a list with one state per optimizer."""
+
+    schedules: list[Schedule]
+
+    @property
+    def interval(self) -> str:
+        return self.schedules[0].interval if self.schedules else "epoch"
+
+    def step_batch(self) -> None:
+        for s in self.schedules:
+            s.step_batch()
+
+    def step_epoch(self, metric: float | None = None) -> None:
+        for s in self.schedules:
+            s.step_epoch(metric)
+
+    def state_dict(self) -> list[dict]:
+        return [s.state_dict() for s in self.schedules]
+
+    def load_state_dict(self, state: list[dict] | dict) -> None:
+        if isinstance(state, dict):  # a checkpoint of a single Schedule (the generator's only)
+            state = [state]
+        for s, st in zip(self.schedules, state or []):
+            s.load_state_dict(st)
+
+
+def build_schedules(optimizers, cfg: dict[str, Any], *, epochs: int, steps_per_epoch: int,
+                    mode: str) -> ScheduleGroup:
+    """:func:`build_scheduler` for each optimizer in ``optimizers`` (e.g. ``step.optimizers``: G, then D)."""
+    return ScheduleGroup([build_scheduler(o, cfg, epochs=epochs, steps_per_epoch=steps_per_epoch, mode=mode)
+                          for o in optimizers if o is not None])

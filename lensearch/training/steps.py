@@ -4,7 +4,8 @@
 - ``gan``: the same generator loss plus an adversarial term; optional PSNR-oriented warm-up epochs, then
   alternating generator / discriminator updates with their own optimizers.
 - ``diffusion``: the model's own denoising objective (``model.training_loss(lr, hr)``); evaluation calls
-  ``model(lr)``, which samples with the model's configured number of steps.
+  ``model(lr)``, which samples with the model's configured number of steps. Its ``val_loss`` is that
+  objective for the evaluated weights at fixed (seeded) timesteps and noise.
 - ``interp``: nothing to train (bicubic and friends); only evaluated.
 
 All steps see images already normalised; they return plain floats for logging.
@@ -19,6 +20,9 @@ import torch
 
 from lensearch.training.context import RunContext, unwrap
 from lensearch.training.optim import build_optimizer
+
+
+VAL_LOSS_SEED = 0  # seed of the timesteps and noise of the diffusion validation loss
 
 
 class NonFiniteLoss(RuntimeError):
@@ -60,20 +64,25 @@ class Step:
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt_g] if self.opt_g else []
 
-    def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params) -> None:
+    def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params,
+                scaler: torch.amp.GradScaler | None = None) -> None:
+        """Backward, clip, step and update ``scaler`` (default: the generator's). Each optimizer has its own
+        scaler, so every scaler is updated exactly once per iteration."""
+        scaler = scaler or self.scaler
         opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        scaler.scale(loss).backward()
         if self.clip > 0:
-            self.scaler.unscale_(opt)
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, self.clip)
-        self.scaler.step(opt)
-        self.scaler.update()
+        scaler.step(opt)
+        scaler.update()
 
     def train_batch(self, lr, hr, epoch: int, step: int) -> dict[str, float]:
         raise NotImplementedError
 
-    def val_loss(self, lr, hr, sr) -> torch.Tensor:
-        """Per-batch validation loss (the generator's pixel-side objective)."""
+    def val_loss(self, lr, hr, sr, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Per-batch validation loss (the generator's pixel-side objective) of ``sr``, the output of ``model``
+        (the weights being evaluated, e.g. the EMA model; default: the trained generator)."""
         total, _ = self.gen_loss(sr, hr)
         return total
 
@@ -105,7 +114,18 @@ class PixelStep(Step):
 
 
 class GanStep(Step):
-    """Generator + discriminator. ``cfg["discriminator"]`` holds the discriminator's hyperparameters."""
+    """Generator + discriminator. ``cfg["discriminator"]`` holds the discriminator's hyperparameters.
+
+    The generator is scored by the same discriminator function the discriminator step trains: both steps
+    run D once over ``cat([hr, sr])`` in train mode, so a batch-norm discriminator normalises the same
+    mixed real+fake batch in both (separate real-only / fake-only forwards would give the generator a
+    different D). In the generator step D's parameters are frozen and its batch-norm running statistics
+    are left untouched; the real logits are detached (as in ESRGAN).
+
+    Each optimizer has its own :class:`torch.amp.GradScaler` (``scaler`` for G, ``scaler_d`` for D), each
+    updated once per iteration. ``opt_d`` is in :attr:`optimizers`, so a scheduler built over all of them
+    (:func:`lensearch.training.optim.build_schedules`) schedules the discriminator's learning rate too.
+    """
 
     def __init__(self, ctx, generator, cfg, gen_loss, amp, *, discriminator: torch.nn.Module, adversarial):
         super().__init__(ctx, generator, cfg, gen_loss, amp)
@@ -113,6 +133,7 @@ class GanStep(Step):
         self.d = ctx.wrap(discriminator)
         self.opt_d = build_optimizer(discriminator.parameters(), cfg["optimizer"],
                                      lr_factor=cfg["train"]["d_lr_factor"])
+        self.scaler_d = torch.amp.GradScaler("cuda", enabled=amp.dtype == torch.float16)
         self.adv = adversarial
         self.adv_weight = gen_loss.adv_weight
         self.warmup = cfg["train"]["gan_warmup_epochs"]
@@ -120,6 +141,39 @@ class GanStep(Step):
     @property
     def optimizers(self):
         return [self.opt_g, self.opt_d]
+
+    def d_logits(self, hr: torch.Tensor, sr: torch.Tensor, *, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real, fake) logits from one discriminator forward over ``cat([hr, sr])``.
+
+        ``frozen``: the generator step's view, through the unwrapped D (no DDP bookkeeping), with D's
+        parameters not requiring gradients and its buffers (batch-norm running statistics) restored after.
+        """
+        if not frozen:
+            with self.amp.autocast():
+                logits = self.d(torch.cat([hr, sr])).float()
+            return logits.chunk(2)
+        d_plain = unwrap(self.d)
+        # Batch norm still normalises with the batch's statistics (train mode) but leaves its running
+        # statistics alone; other buffers (spectral norm's power-iteration vectors) are put back afterwards,
+        # so the D step starts from exactly the state this forward saw.
+        norms = [m for m in d_plain.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                 and m.track_running_stats]
+        saved = [b.detach().clone() for b in d_plain.buffers()]
+        d_plain.requires_grad_(False)
+        for m in norms:
+            m.track_running_stats = False
+        try:
+            with self.amp.autocast():
+                logits = d_plain(torch.cat([hr, sr])).float()
+        finally:
+            d_plain.requires_grad_(True)
+            for m in norms:
+                m.track_running_stats = True
+            with torch.no_grad():
+                for b, old in zip(d_plain.buffers(), saved):
+                    if not torch.equal(b, old):
+                        b.copy_(old)
+        return logits.chunk(2)
 
     def train_batch(self, lr, hr, epoch, step):
         with self.amp.autocast():
@@ -130,34 +184,30 @@ class GanStep(Step):
             _check_finite(loss, epoch, step)
             self._update(loss, self.opt_g, self.generator.parameters())
             return {"train_loss": loss.item(), **out}
-        # Generator update through the *unwrapped* discriminator: D gets no gradients and no DDP bookkeeping.
-        d_plain = unwrap(self.d)
-        d_plain.requires_grad_(False)
-        with self.amp.autocast():
-            with torch.no_grad():
-                real_logits = d_plain(hr)
-            g_adv = self.adv.g_loss(real_logits.float(), d_plain(sr).float())
-        d_plain.requires_grad_(True)
+        # Generator update: the same batch composition as the D step below, D frozen.
+        real, fake = self.d_logits(hr, sr, frozen=True)
+        g_adv = self.adv.g_loss(real.detach(), fake)
         g_total = loss + self.adv_weight * g_adv
         _check_finite(g_total, epoch, step)
         self._update(g_total, self.opt_g, self.generator.parameters())
         # Discriminator update: one DDP forward over real and fake together.
-        with self.amp.autocast():
-            logits = self.d(torch.cat([hr, sr.detach()])).float()
-            real, fake = logits.chunk(2)
-            d_loss = self.adv.d_loss(real, fake)
+        real, fake = self.d_logits(hr, sr.detach())
+        d_loss = self.adv.d_loss(real, fake)
         _check_finite(d_loss, epoch, step)
-        self._update(d_loss, self.opt_d, self.discriminator.parameters())
+        self._update(d_loss, self.opt_d, self.discriminator.parameters(), self.scaler_d)
         return {"train_loss": g_total.item(), "train_g_adv": g_adv.item(), "train_d_loss": d_loss.item(), **out}
 
     def state_dict(self):
-        return {**super().state_dict(), "disc": self.discriminator.state_dict(), "opt_d": self.opt_d.state_dict()}
+        return {**super().state_dict(), "disc": self.discriminator.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "scaler_d": self.scaler_d.state_dict()}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         if state.get("disc"):
             self.discriminator.load_state_dict(state["disc"])
             self.opt_d.load_state_dict(state["opt_d"])
+        if state.get("scaler_d"):
+            self.scaler_d.load_state_dict(state["scaler_d"])
 
 
 class DiffusionStep(Step):
@@ -174,8 +224,15 @@ class DiffusionStep(Step):
         self._update(loss, self.opt_g, self.generator.parameters())
         return {"train_loss": loss.item()}
 
-    def val_loss(self, lr, hr, sr):
-        return self.generator.training_loss(lr, hr)
+    def val_loss(self, lr, hr, sr, model=None):
+        """The denoising objective of the evaluated weights (``model``, e.g. the EMA model; default: the
+        trained generator) with timesteps and noise from a generator seeded with :data:`VAL_LOSS_SEED` for
+        every batch: the same value for the same weights and batch, and the global RNG is not consumed."""
+        model = unwrap(model) if model is not None else self.generator
+        if isinstance(model, torch.optim.swa_utils.AveragedModel):
+            model = model.module
+        gen = torch.Generator(device=hr.device).manual_seed(VAL_LOSS_SEED)
+        return model.training_loss(lr, hr, generator=gen)
 
 
 STEPS: dict[str, type[Step]] = {"interp": InterpStep, "pixel": PixelStep, "gan": GanStep, "diffusion": DiffusionStep}
