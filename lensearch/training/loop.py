@@ -40,12 +40,12 @@ from lensearch.data.store import SRDataset
 from lensearch.data.transforms import build_augment, build_normalization
 from lensearch.models import registry
 from lensearch.models.cost import count_params, estimate_flops, measure_latency
-from lensearch.training.checkpoint import load_checkpoint, save_checkpoint
+from lensearch.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from lensearch.training.config import MONITORABLE, split_choice
 from lensearch.training.context import RayTrainContext, RunContext, set_threads
 from lensearch.training.ema import WarmEMA
 from lensearch.training.losses import AdversarialLoss, build_generator_loss
-from lensearch.training.optim import build_scheduler
+from lensearch.training.optim import build_schedules
 from lensearch.training.steps import STEPS, Amp, GanStep
 
 SAMPLE_GRID = "samples.png"
@@ -127,7 +127,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     generator = registry.build(model_name, scale=run["scale"], in_channels=run.get("in_channels", 1),
                                **model_params)
     norm = build_normalization(config["normalization"], run.get("stats"))
-    gen_loss = build_generator_loss(config["loss"])
+    gen_loss = build_generator_loss(config["loss"]).set_normalization(norm)
     amp = Amp(tcfg["amp"], ctx.device)
     if spec.kind == "gan":
         disc = registry.build_discriminator(spec.discriminator, in_channels=run.get("in_channels", 1),
@@ -152,8 +152,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     monitor = tcfg["monitor"]
     mode = MONITORABLE[monitor]
     schedule = None
-    if step.opt_g is not None:
-        schedule = build_scheduler(step.opt_g, config["scheduler"], epochs=tcfg["epochs"],
+    if step.opt_g is not None:  # one schedule per optimizer: a GAN's discriminator follows the same course
+        schedule = build_schedules(step.optimizers, config["scheduler"], epochs=tcfg["epochs"],
                                    steps_per_epoch=len(train_loader), mode=mode)
     ema = WarmEMA(generator, tcfg["ema_decay"]) if tcfg["ema_decay"] > 0 and step.trainable else None
 
@@ -178,6 +178,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
             ema.load_state_dict(state["ema"])
         start_epoch, best = state["epoch"] + 1, state.get("best")
         steps, train_seconds = int(state.get("steps", 0)), float(state.get("train_seconds", 0.0))
+        restore_rng_state(state.get("rng"), rank=ctx.rank)  # continue the random sequence, not replay epoch 1
         started -= float(state.get("run_seconds", 0.0))
         # Say again where we are: the report of the checkpointed epoch may have been lost in the interruption
         # (trackers skip epochs they already logged).
@@ -245,6 +246,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
                 "scale": run["scale"], "in_channels": run.get("in_channels", 1),
                 "normalization": norm.state(), "config": config, "metrics": metrics, "data_path": run["data_path"],
                 "steps": steps, "train_seconds": train_seconds, "run_seconds": run_seconds,
+                "rng": capture_rng_state(),
             }
             save_checkpoint(payload, ckpt_dir / "last.pt", best_path=ckpt_dir / "best.pt" if improved else None)
             if improved:
@@ -293,7 +295,7 @@ def evaluate(model, step, norm, loader, ctx: RunContext, *, with_clean: bool, am
         with amp.autocast():
             sr_n = model(lr_n).float()
         hr_n = norm.apply(batch["hr"].to(ctx.device), lr_raw)
-        sums.add({"loss": step.val_loss(lr_n, hr_n, sr_n).detach().float().expand(len(lr_raw))})
+        sums.add({"loss": step.val_loss(lr_n, hr_n, sr_n, model=model).detach().float().expand(len(lr_raw))})
         sr = norm.invert(sr_n, lr_raw)
         sums.update(sr, batch["hr"].to(ctx.device))
         if with_clean:
