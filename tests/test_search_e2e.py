@@ -38,8 +38,11 @@ def _children(client: MlflowClient, parent_id: str):
 
 
 def _smoke_copy(tmp_path: Path, tiny_h5: Path, **changes) -> Path:
+    """The shipped demo search on the session's tiny data, at test size (short reports, no time budget)."""
     doc = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
     doc["data"] = {"path": str(tiny_h5)}
+    doc["budget"] = {"num_samples": 4, "max_epochs": 3}
+    doc["space"]["train"]["steps_per_epoch"] = 15
     for key, value in changes.items():
         doc[key] = value
     path = tmp_path / f"{doc.get('name', 'smoke')}.yaml"
@@ -50,35 +53,38 @@ def _smoke_copy(tmp_path: Path, tiny_h5: Path, **changes) -> Path:
 def test_smoke_search_ddp_asha_and_mlflow(ray_cluster, tiny_h5, tmp_path):
     """>= 4 trials over >= 2 architectures, 2 DDP workers each, ASHA stops at least one, early-stopped
     trials release their workers (later trials still start and finish), MLflow holds everything."""
-    # The shipped demo search on the session's tiny data, warm-started with a sound configuration and then
-    # a deliberately frozen one (lr 1e-9: random-init RDN, ~23 dB vs ~29+ dB after one epoch of training),
-    # so ASHA's first rung must stop the second trial whatever TPE proposes afterwards.
-    good = {"model": "srresnet", "model.srresnet.num_blocks": 2, "normalization": "asinh",
-            "normalization.asinh.softening": 0.1, "augment.flips": True, "optimizer": "adam",
-            "optimizer.adam.lr": 1e-3, "scheduler": "none"}
-    frozen = {"model": "rdn", "model.rdn.num_features": 8, "model.rdn.num_blocks": 1, "normalization": "minmax",
-              "augment.flips": True, "optimizer": "adam", "optimizer.adam.lr": 1e-9, "scheduler": "none"}
+    # The shipped demo search on the session's tiny data, warm-started with its own known-good point and then
+    # a deliberately broken one (Adam lr 0.05 throws the model far off bicubic: far below 0 dB after one
+    # report, while the good one stays near bicubic's ~32.6 dB), so ASHA's first rung must stop the second
+    # trial whatever TPE proposes afterwards.
     doc = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    doc["space"]["optimizer"]["choice"]["adam"]["lr"] = {"logfloat": [1e-9, 3e-3]}
-    path = _smoke_copy(tmp_path, tiny_h5, space=doc["space"],
+    good = doc["searcher"]["initial_points"][0]
+    frozen = {"model": "rdn", "model.rdn.num_blocks": 1, "normalization": "none", "optimizer": "adam",
+              "optimizer.adam.lr": 0.05, "scheduler": "cosine", "loss.pixel": "l1", "train.patch_size": 32}
+    space = doc["space"]
+    space["optimizer"]["choice"]["adam"]["lr"] = {"logfloat": [5e-4, 0.05]}
+    space["model"]["choice"] = {k: v for k, v in space["model"]["choice"].items() if k in ("espcn", "rdn")}
+    space["train"]["steps_per_epoch"] = 40
+    path = _smoke_copy(tmp_path, tiny_h5, space=space, resources={"workers": 2},
                        searcher={**doc["searcher"], "initial_points": [good, frozen]})
     outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path, quiet=True))
 
     assert len(outcome.rows) == 4
     states = [r.state for r in outcome.rows]
-    frozen_row = next(r for r in outcome.rows if r.params["optimizer.adam.lr"] == 1e-9)
+    frozen_row = next(r for r in outcome.rows if r.params["optimizer.adam.lr"] == 0.05)
     assert frozen_row.state == "stopped early at epoch 1", states
     assert not any(s.startswith("errored") for s in states), states
     # one trial at a time fits 2 CPUs, so trials 3 and 4 started after trial 2 was stopped mid-fit():
     # they ran, so its workers' placement group was released (the leak in the stack notes)
     assert all(r.epochs >= 1 for r in outcome.rows) and states.count("completed") >= 2, states
     models = {r.params["model"] for r in outcome.rows}
-    assert models == {"rdn", "srresnet"}, models
+    assert models == {"rdn", "espcn"}, models
     for row in outcome.rows:  # inactive branches never reach a trial's config
-        other = ({"rdn", "srresnet"} - {row.params["model"]}).pop()
+        other = ({"rdn", "espcn"} - {row.params["model"]}).pop()
         assert not any(k.startswith(f"model.{other}.") for k in row.params)
-        if row.params["normalization"] == "minmax":
+        if row.params["normalization"] == "none":
             assert not any(k.startswith("normalization.asinh") for k in row.params)
+        assert row.best["steps"] == 40 * row.best["epoch"]  # every report is steps_per_epoch optimizer steps
     best = outcome.best()
     assert best.checkpoint and Path(best.checkpoint).exists()
 
@@ -206,3 +212,23 @@ def test_a_diverging_trial_errors_alone_and_is_logged_with_its_reason(ray_cluste
     client = MlflowClient(outcome.tracking_uri)
     failed = client.get_run(by_lr[1e30].run_id)
     assert failed.info.status == "FAILED" and "epoch 1, step" in failed.data.tags["state"]
+
+
+def test_the_time_budget_cuts_running_trials_at_a_report_and_keeps_their_best(ray_cluster, tiny_h5, tmp_path):
+    path = _smoke_copy(tmp_path, tiny_h5, name="timed", budget={"num_samples": 2, "max_epochs": 500,
+                                                                "time_budget_s": 20},
+                       scheduler={"name": "none"}, resources={"workers": 1})
+    t0 = time.time()
+    outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path, quiet=True))
+    assert time.time() - t0 < 120
+    assert len(outcome.rows) == 2
+    client = MlflowClient(outcome.tracking_uri)
+    for row in outcome.rows:
+        assert row.state == f"cut by time budget at epoch {row.epochs}" and 1 <= row.epochs < 500, row.state
+        assert row.checkpoint and Path(row.checkpoint).exists()  # the best so far is kept
+        run = client.get_run(row.run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["state"] == row.state
+        gap = client.get_metric_history(row.run_id, "val_gap_closed")
+        assert len(gap) == row.epochs
+    board = leaderboard(outcome)
+    assert "gap closed" in board and "cut by time budget" in board

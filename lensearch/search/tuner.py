@@ -439,7 +439,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                 tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=1)
             else:
                 tune_config = tune.TuneConfig(
-                    search_alg=make_searcher(search, max_epochs), scheduler=make_scheduler(search, max_epochs),
+                    search_alg=make_searcher(search, max_epochs, num_samples=budget["num_samples"]),
+                    scheduler=make_scheduler(search, max_epochs, notice=(lambda _: None) if opts.quiet else None),
                     num_samples=budget["num_samples"], max_concurrent_trials=concurrency,
                     time_budget_s=budget["time_budget_s"])
             tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=tune.RunConfig(
