@@ -138,3 +138,23 @@ def test_bicubic_reference_of_the_first_n_images_is_the_mean_over_exactly_those(
         sums.update(up, item["hr"][None])
     assert got["methods"]["bicubic"]["psnr"] == pytest.approx(sums.means()["psnr"], rel=1e-6)
     assert got["n"] == 5
+
+
+def test_latency_is_measured_once_per_architecture_and_reused(tmp_path):
+    import json
+
+    from lensearch.models import registry
+    from lensearch.training.loop import _latency
+
+    run = {"latency_cache": str(tmp_path / "latency.json")}
+    model = registry.build("espcn", scale=2, num_features=8, num_layers=3)
+    first = _latency(model, "espcn", {"num_features": 8, "num_layers": 3}, (1, 1, 16, 16), run)
+    assert first > 0
+    cache = json.loads((tmp_path / "latency.json").read_text())
+    assert list(cache.values()) == [first]
+    # a later trial of the same architecture gets the cached number, whatever its own timing would say
+    key = next(iter(cache))
+    (tmp_path / "latency.json").write_text(json.dumps({key: 123.0}))
+    assert _latency(model, "espcn", {"num_features": 8, "num_layers": 3}, (1, 1, 16, 16), run) == 123.0
+    other = _latency(model, "espcn", {"num_features": 8, "num_layers": 4}, (1, 1, 16, 16), run)
+    assert other != 123.0 and len(json.loads((tmp_path / "latency.json").read_text())) == 2

@@ -403,7 +403,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         trials_dir = search_dir / TRIALS
         setup = {"space": None if fixed_config is not None else search.space, "config": fixed_config,
                  "max_epochs": max_epochs, "data": search.data, "trial_time_s": budget.get("trial_time_s"),
-                 "run": {**run_info, "measure_latency": "latency_ms" in _metrics_named(search, fixed_config)},
+                 "run": {**run_info, "measure_latency": "latency_ms" in _metrics_named(search, fixed_config),
+                         "latency_cache": str(search_dir / "latency.json")},
                  "trials_dir": str(trials_dir), "resources": resources,
                  "monitor": search.primary.metric if search.primary.metric in MONITORABLE else None}
         trainable = tune.with_resources(tune.with_parameters(trial_function, setup=setup),

@@ -163,7 +163,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     generator.to(ctx.device)
     cost = {"params": count_params(generator), "flops": estimate_flops(generator, lr_shape)}
     if run.get("measure_latency"):
-        cost["latency_ms"] = measure_latency(generator, lr_shape, repeats=5)
+        cost["latency_ms"] = _latency(generator, model_name, model_params, lr_shape, run)
 
     start_epoch, best = 1, None
     steps, train_seconds = 0, 0.0   # optimizer steps and training seconds so far (what a budget counts)
@@ -272,6 +272,36 @@ def gap_metrics(val: dict[str, float], reference: dict[str, float] | None) -> di
     if ceiling is not None and ceiling > reference["bicubic_val_psnr"]:
         out["val_gap_closed"] = gain / (ceiling - reference["bicubic_val_psnr"])
     return out
+
+
+def _latency(model, name: str, params: dict[str, Any], lr_shape: tuple[int, ...], run: dict[str, Any]) -> float:
+    """Forward latency (ms) of this architecture, measured once per distinct architecture of a search.
+
+    Trials run side by side, so a latency timed inside each trial measures its neighbours as much as itself
+    (and a multi-objective search would optimise that noise). Here the fastest of 20 single-thread passes is
+    taken (the least disturbed estimate) and cached in ``run["latency_cache"]`` (a JSON file of the search):
+    every later trial of the same architecture reuses the number instead of timing again.
+    """
+    import json
+
+    key = json.dumps([name, params, list(lr_shape)], sort_keys=True, default=str)
+    path = Path(run["latency_cache"]) if run.get("latency_cache") else None
+    cache = json.loads(path.read_text()) if path is not None and path.exists() else {}
+    if key in cache:
+        return float(cache[key])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        value = measure_latency(model, lr_shape, repeats=20, reduce="min")
+    finally:
+        torch.set_num_threads(threads)
+    if path is not None:
+        fresh = json.loads(path.read_text()) if path.exists() else {}
+        fresh[key] = value
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(fresh))
+        os.replace(tmp, path)
+    return value
 
 
 def _fits_in_memory(path: str, limit_bytes: int = 1 << 30) -> bool:
