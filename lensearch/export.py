@@ -204,7 +204,7 @@ def _trial_rows(ref: SearchRef) -> list:
         trial_id = path.parents[1].name
         # completed vs stopped early decides who may be on a Pareto front (fronts compare equal budgets)
         state = ("finished" if ref.max_epochs is None or trial_id not in ref.logged
-                 else end_state(int(ref.logged[trial_id]), ref.max_epochs))
+                 else end_state({"epoch": int(ref.logged[trial_id])}, ref.max_epochs))
         rows.append(TrialRow(trial_id, state, int(ckpt.get("epoch", 0)), metrics, {}, str(path),
                              ref.run_ids.get(trial_id)))
     expect(rows, f"search {ref.dir}: no finished trial (no trials/*/checkpoints/best.pt); nothing to export")

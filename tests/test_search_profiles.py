@@ -104,3 +104,19 @@ def test_the_estimate_times_each_model_and_flags_a_budget_no_trial_fits(tmp_path
         assert e.trial_s == pytest.approx(3.0 + 2 * (10 * e.step_s + e.val_s))
     assert lines[0].startswith("estimate") and lines[1].startswith("warning: budget.time_budget_s=0.001s cannot "
                                                                    "finish one full trial of espcn, rdn")
+
+
+def test_time_budget_states_are_counted_and_full_budget_trials_share_a_front():
+    from lensearch.search.tuner import SearchOutcome, TrialRow, one_line_summary, pareto_front, summary_metrics
+
+    def row(tid, state, psnr, params):
+        return TrialRow(tid, state, 3, {"val_psnr": psnr, "params": params}, {}, None, None)
+
+    rows = [row("a", "completed", 40.0, 100), row("b", "cut by time budget at epoch 2", 41.0, 50),
+            row("c", "hit its time limit at epoch 2", 39.0, 10), row("d", "stopped early at epoch 1", 45.0, 1)]
+    outcome = SearchOutcome("s", Path("."), [("val_psnr", "max"), ("params", "min")], rows, None, "", 1.0)
+    s = summary_metrics(outcome)
+    assert (s["completed"], s["cut_by_time_budget"], s["hit_time_limit"], s["stopped_early"]) == (1, 1, 1, 1)
+    assert "1 cut by the time budget, 1 at their time limit" in one_line_summary(outcome)
+    # trials that used their whole budget (epochs or their own time limit) are compared; cut or stopped are not
+    assert {r.trial_id for r in pareto_front(outcome)} == {"a", "c"}

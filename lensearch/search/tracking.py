@@ -117,6 +117,11 @@ class MLflowTracker(Callback):
         return self._state["parent"]
 
     @property
+    def states(self) -> dict[str, str]:
+        """The end state each closed trial was tagged with."""
+        return dict(self._state.get("states", {}))
+
+    @property
     def finished(self) -> set[str]:
         """Trials whose MLflow run was closed (completed, stopped early or errored)."""
         return set(self._state["finished"])
@@ -199,6 +204,7 @@ class MLflowTracker(Callback):
         if run_id is None or trial_id in self._state["finished"]:
             return
         self.client.set_tag(run_id, "state", state[:5000])
+        self._state.setdefault("states", {})[trial_id] = state
         trial_dir = self.info["trials_dir"] / trial_id
         samples = trial_dir / "samples.png"
         if samples.exists():
@@ -238,6 +244,8 @@ def end_state(last_result: dict[str, Any], max_epochs: int) -> str:
 
 
 CUT_BY_TIME_BUDGET = "cut by time budget at epoch {epoch}"
+# states of trials that used their whole budget (epochs, or their own time limit): comparable on a front
+FULL_BUDGET_STATES = ("completed", "hit its time limit")
 
 
 def trial_error_message(trial) -> str:

@@ -26,8 +26,8 @@ import yaml
 from ray.tune import Callback
 
 from lensearch.errors import UserError, expect
-from lensearch.search.schema import SearchFile, load_search
-from lensearch.search.tracking import CUT_BY_TIME_BUDGET, end_state, trial_error_message
+from lensearch.search.schema import INCOMPARABLE_METRICS, SearchFile, load_search
+from lensearch.search.tracking import CUT_BY_TIME_BUDGET, FULL_BUDGET_STATES, end_state, trial_error_message
 from lensearch.training.config import MONITORABLE, resolve_run_config
 from lensearch.training.runner import Resources, describe_failure
 
@@ -130,7 +130,8 @@ def make_searcher(search: SearchFile, max_epochs: int, num_samples: int | None =
                 self._ot_trials[trial_id].report(float(value), int(epoch))
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            stopped_early = (not error and result is not None
+            # a trial that hit its own time limit (budget.trial_time_s) ran its whole budget: complete
+            stopped_early = (not error and result is not None and not result.get("time_limit_reached")
                              and int(result.get("epoch", max_epochs)) < max_epochs)
             if stopped_early and trial_id not in self._completed_trials:
                 self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
@@ -354,6 +355,10 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         if recorded is not None:
             search = search.with_profile(recorded.get("profile"))
             budget = recorded
+            if not opts.quiet and any(v is not None for v in (opts.profile, opts.data, opts.time_budget_s,
+                                                              opts.num_samples, opts.max_epochs)):
+                print("lensearch: --resume continues with the recorded search file, profile, data and budget; "
+                      "--profile/--data/--time-budget/--num-samples/--max-epochs are ignored", file=sys.stderr)
         else:
             profile, why = choose_profile(search, cluster, opts.profile)
             search = search.with_profile(profile)
@@ -366,6 +371,10 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                     budget[key] = value
             if opts.data is not None:
                 budget["data_path"] = str(Path(opts.data).resolve())
+            bad = [o.metric for o in search.objectives if o.metric in INCOMPARABLE_METRICS]
+            expect(not bad or budget["num_samples"] == 1 or fixed_config is not None,
+                   f"{search.path}: objective: {bad[0] if bad else ''} cannot rank {budget['num_samples']} trials "
+                   f"(each trial's loss is in its own normalization and loss terms); use a val_* image metric")
         if budget.get("data_path"):
             search.data = {**search.data, "path": budget["data_path"], "preset": None}
         max_epochs = budget["max_epochs"]
@@ -384,7 +393,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         run_info["reference"] = reference
         resources = _resources(search, opts, cluster)
         concurrency = budget["max_concurrent"] or resources.max_concurrent(cluster)
-        if fixed_config is None and recorded is None and not opts.quiet:
+        if fixed_config is None and recorded is None and not opts.quiet and not resources.use_gpu:
+            # (CPU timings say nothing about a GPU cluster's trials)
             from lensearch.search.estimate import estimate_search
 
             _, lines = estimate_search(search, run_info, budget=budget, threads=resources.threads,
@@ -450,7 +460,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         grid, interrupted = _fit_noting_interrupt(tuner)
         tracker.reload()
         outcome = _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, time.time() - t0,
-                           interrupted)
+                           interrupted, timed=bool(budget.get("time_budget_s")))
         outcome.reference = reference
         for row in outcome.rows:  # trials Tune cut at the time budget: it closes nothing for them
             if row.state.startswith("cut by"):
@@ -518,7 +528,8 @@ def _check_patch_sizes(search: SearchFile, fixed_config: dict[str, Any] | None, 
             try:
                 check_patch_size(value, info, data_path)
             except UserError as err:
-                raise UserError(f"{search.path}: space.{err.args[0].split(': ', 1)[1]}") from None
+                where = "" if fixed_config is not None else "space."
+                raise UserError(f"{search.path}: {where}{err.args[0].split(': ', 1)[1]}") from None
 
 
 def _val_max_images(search: SearchFile, fixed_config: dict[str, Any] | None) -> int:
@@ -578,7 +589,10 @@ def train_one(config: dict[str, Any], name: str, opts: SearchOptions, source: Pa
     return run_search(search, opts, fixed_config=config)
 
 
-def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, seconds, interrupted) -> SearchOutcome:
+def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, seconds, interrupted,
+             timed: bool = False) -> SearchOutcome:
+    """The search's rows from Tune's results; ``timed``: the search had a time budget (which Tune enforces by
+    stopping running trials without telling any callback)."""
     rows = []
     objectives = [(o.metric, o.mode) for o in search.objectives]
     for result in grid:
@@ -602,7 +616,9 @@ def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, second
             state = f"errored: {describe_failure(result.error)}"
         elif interrupted and epochs < max_epochs and tid not in tracker.finished:
             state = f"interrupted at epoch {epochs}"
-        elif epochs < max_epochs and tid not in tracker.finished:
+        elif tid in tracker.states:      # what the tracker tagged in MLflow, so both always agree
+            state = tracker.states[tid]
+        elif timed and epochs < max_epochs:
             state = CUT_BY_TIME_BUDGET.format(epoch=epochs)
         else:
             state = end_state(result.metrics or {"epoch": epochs}, max_epochs)
@@ -621,6 +637,7 @@ def summary_metrics(outcome: SearchOutcome) -> dict[str, Any]:
         "trials": len(outcome.rows), "completed": states.count("completed"),
         "stopped_early": states.count("stopped early"), "errored": states.count("errored"),
         "interrupted": states.count("interrupted"),
+        "cut_by_time_budget": states.count("cut by time budget"), "hit_time_limit": states.count("hit its time limit"),
         "seconds": round(outcome.seconds, 1),
     }
     out.update(outcome.reference)
@@ -636,7 +653,7 @@ def pareto_front(outcome: SearchOutcome) -> list[TrialRow]:
     the full budget: a trial stopped early, interrupted or errored was scored after fewer epochs and is not
     comparable, so it is never on the front (nor does it knock a completed trial off it)."""
     rows = [r for r in outcome.finished
-            if r.state == "completed" and all(m in r.best for m, _ in outcome.objectives)]
+            if r.state.startswith(FULL_BUDGET_STATES) and all(m in r.best for m, _ in outcome.objectives)]
 
     def better_eq(a, b):
         return all((a.best[m] >= b.best[m]) if mode == "max" else (a.best[m] <= b.best[m])
@@ -687,8 +704,11 @@ def one_line_summary(outcome: SearchOutcome) -> str:
     s = summary_metrics(outcome)
     metric, _ = outcome.objectives[0]
     best = outcome.best()
-    head = (f"search '{outcome.name}': {s['trials']} trials ({s['completed']} completed, {s['stopped_early']} "
-            f"stopped early, {s['errored']} errored) in {s['seconds']:.0f}s")
+    parts = [f"{s['completed']} completed", f"{s['stopped_early']} stopped early"]
+    parts += [f"{s[k]} {label}" for k, label in (("cut_by_time_budget", "cut by the time budget"),
+                                                   ("hit_time_limit", "at their time limit")) if s[k]]
+    head = (f"search '{outcome.name}': {s['trials']} trials ({', '.join(parts)}, {s['errored']} errored) "
+            f"in {s['seconds']:.0f}s")
     if outcome.interrupted:
         head += f"; INTERRUPTED — continue with: lensearch tune {outcome.search_file} --resume {outcome.search_dir}"
     if best is None:

@@ -40,8 +40,13 @@ class WarmEMA:
     def state_dict(self) -> dict:
         return {"updates": self.updates, "module": self.module.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
-        if "module" not in state:  # an older checkpoint (torch AveragedModel): start the average afresh
+    def load_state_dict(self, state: dict, fallback: torch.nn.Module | None = None) -> None:
+        """Restore a :meth:`state_dict`. A state without one (an older checkpoint, or none) restarts the
+        average from ``fallback``'s weights (the restored live model), not from the initial ones."""
+        if "module" not in state:
+            if fallback is not None:
+                self.module.load_state_dict(fallback.state_dict())
+            self.updates = 0
             return
         self.updates = int(state["updates"])
         self.module.load_state_dict(state["module"])

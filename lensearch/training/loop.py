@@ -174,8 +174,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         step.load_state_dict(state["step"])
         if schedule is not None:
             schedule.load_state_dict(state.get("scheduler") or {})
-        if ema is not None and state.get("ema"):
-            ema.load_state_dict(state["ema"])
+        if ema is not None:
+            ema.load_state_dict(state.get("ema") or {}, fallback=generator)
         start_epoch, best = state["epoch"] + 1, state.get("best")
         steps, train_seconds = int(state.get("steps", 0)), float(state.get("train_seconds", 0.0))
         restore_rng_state(state.get("rng"), rank=ctx.rank)  # continue the random sequence, not replay epoch 1
@@ -183,6 +183,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         # Say again where we are: the report of the checkpointed epoch may have been lost in the interruption
         # (trackers skip epochs they already logged).
         ctx.report({**state["metrics"], "checkpoint_dir": str(ckpt_dir)})
+        if state["metrics"].get("time_limit_reached"):  # it had ended at its time limit: nothing more to do
+            return state["metrics"]
 
     last: dict[str, Any] = {}
     for epoch in range(start_epoch, tcfg["epochs"] + 1):
@@ -228,8 +230,12 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
             **cost,
         }
         run_seconds = time.perf_counter() - started
-        if tcfg["time_limit_s"] and run_seconds >= tcfg["time_limit_s"] and epoch < tcfg["epochs"]:
-            metrics["time_limit_reached"] = 1  # the last report of this run: trackers say why it ended
+        if tcfg["time_limit_s"] and epoch < tcfg["epochs"]:
+            # every rank must stop at the same epoch (a rank that went on would wait forever in its next
+            # all-reduce): stop when any rank's clock is past the limit
+            past = torch.tensor([float(run_seconds >= tcfg["time_limit_s"])], device=ctx.device)
+            if ctx.all_reduce_sum(past).item() > 0:
+                metrics["time_limit_reached"] = 1  # the last report of this run: trackers say why it ended
         value = _monitored(metrics, monitor)
         if schedule is not None:
             schedule.step_epoch(value)
