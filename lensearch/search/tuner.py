@@ -474,18 +474,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
 
 def _metrics_named(search: SearchFile, fixed_config: dict[str, Any] | None) -> list[str]:
     """Metrics the run will need: the objectives and every value ``train.monitor`` can take."""
-    from lensearch.search.space import Dist, Fixed, Section
-
-    names = [o.metric for o in search.objectives]
-    if fixed_config is not None:
-        return names + [fixed_config["train"]["monitor"]]
-    train = search.space.root.items.get("train")
-    monitor = train.items.get("monitor") if isinstance(train, Section) else None
-    if isinstance(monitor, Fixed):
-        names.append(monitor.value)
-    elif isinstance(monitor, Dist) and monitor.kind == "categorical":
-        names.extend(monitor.args)
-    return names
+    monitors = [m for m in _train_values(search, fixed_config, "monitor") if isinstance(m, str)]
+    return [o.metric for o in search.objectives] + monitors
 
 
 def choose_profile(search: SearchFile, cluster: dict[str, float], requested: str | None) -> tuple[str | None, str]:
