@@ -27,8 +27,15 @@ def tiny_h5(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ray_cluster():
     """The one Ray instance of the session (2 CPUs, dashboard on for the state API); shut down at the end."""
+    import fcntl
+    import tempfile
+
     from lensearch.training.cluster import connect
 
-    handle = connect(num_cpus=2)
-    yield handle
-    handle.close()
+    # One local Ray instance per machine: a second test session on the same machine (another
+    # checkout, say) waits here for the first to end instead of failing to start its own.
+    with open(Path(tempfile.gettempdir()) / "lensearch-test-ray.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        handle = connect(num_cpus=2)
+        yield handle
+        handle.close()
