@@ -60,6 +60,12 @@ def _int(low: int | None = None, allow_none: bool = False):
     return check
 
 
+def _share(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        return "expected a number in [0, 1)"
+    return None
+
+
 def _num(low: float | None = None, allow_none: bool = False, exclusive: bool = False):
     def check(v):
         if v is None and allow_none:
@@ -98,6 +104,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "max_concurrent": Key(None, _int(1, allow_none=True)),
         # per-trial cap: a trial stops after its first report past this many seconds (sets train.time_limit_s)
         "trial_time_s": Key(None, _num(0, allow_none=True, exclusive=True)),
+        # share of time_budget_s kept for the refit: the best trials continue from their checkpoints with a
+        # fresh annealed schedule (search/refit.py); 0 = no refit
+        "refit_share": Key(0.0, _share),
     },
     "scheduler": {
         "name": Key("asha", _one_of("asha", "hyperband", "median", "none")),

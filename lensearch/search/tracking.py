@@ -24,6 +24,7 @@ from typing import Any
 from ray.tune import Callback
 
 from lensearch import __version__
+from lensearch.search.refit import REFIT_OF, refit_state
 from lensearch.training.runner import error_line
 
 STATE_FILE = "mlflow_runs.json"
@@ -190,7 +191,10 @@ class MLflowTracker(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ensure()
-        self.close_trial(trial.trial_id, "FINISHED", end_state(trial.last_result or {}, self.info["max_epochs"]))
+        source = (trial.config or {}).get(REFIT_OF)
+        state = (end_state(trial.last_result or {}, self.info["max_epochs"]) if source is None
+                 else refit_state(trial.last_result or {}, source))
+        self.close_trial(trial.trial_id, "FINISHED", state)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ensure()

@@ -26,6 +26,7 @@ import yaml
 from ray.tune import Callback
 
 from lensearch.errors import UserError, expect
+from lensearch.search.refit import REFIT, REFIT_OF, START_S, load_refit_config, pick, refit_seconds
 from lensearch.search.schema import INCOMPARABLE_METRICS, SearchFile, load_search
 from lensearch.search.tracking import CUT_BY_TIME_BUDGET, FULL_BUDGET_STATES, end_state, trial_error_message
 from lensearch.training.config import MONITORABLE, resolve_run_config
@@ -197,11 +198,14 @@ def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
     from lensearch.training.runner import run_in_trial
 
     space = setup["space"]
-    config = space.materialize(params) if space is not None else dict(setup["config"])
-    train = {"monitor": setup["monitor"]} if setup.get("monitor") else {}  # best.pt follows the objective
-    config["train"] = {**train, **(config.get("train") or {}), "epochs": setup["max_epochs"]}
-    if setup.get("trial_time_s"):
-        config["train"]["time_limit_s"] = float(setup["trial_time_s"])
+    if REFIT_OF in params:  # the refit phase: continue a trial of the search (search/refit.py)
+        config = load_refit_config(Path(setup["trials_dir"]), params[REFIT_OF], setup["refit_s"])
+    else:
+        config = space.materialize(params) if space is not None else dict(setup["config"])
+        train = {"monitor": setup["monitor"]} if setup.get("monitor") else {}  # best.pt follows the objective
+        config["train"] = {**train, **(config.get("train") or {}), "epochs": setup["max_epochs"]}
+        if setup.get("trial_time_s"):
+            config["train"]["time_limit_s"] = float(setup["trial_time_s"])
     config["data"] = setup["data"]
     config = resolve_run_config(config)
     trial_id = tune.get_context().get_trial_id()
@@ -411,7 +415,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
             else:
                 shutil.copyfile(search.path, record)
         trials_dir = search_dir / TRIALS
-        setup = {"space": None if fixed_config is not None else search.space, "config": fixed_config,
+        refit_s = refit_seconds(budget) if fixed_config is None and len(search.objectives) == 1 else 0.0
+        setup = {"refit_s": refit_s, "space": None if fixed_config is not None else search.space, "config": fixed_config,
                  "max_epochs": max_epochs, "data": search.data, "trial_time_s": budget.get("trial_time_s"),
                  "run": {**run_info, "measure_latency": "latency_ms" in _metrics_named(search, fixed_config),
                          "latency_cache": str(search_dir / "latency.json")},
@@ -453,15 +458,19 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                     search_alg=make_searcher(search, max_epochs, num_samples=budget["num_samples"]),
                     scheduler=make_scheduler(search, max_epochs, notice=(lambda _: None) if opts.quiet else None),
                     num_samples=budget["num_samples"], max_concurrent_trials=concurrency,
-                    time_budget_s=budget["time_budget_s"])
+                    time_budget_s=(budget["time_budget_s"] - refit_s) if budget["time_budget_s"] else None)
             tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=tune.RunConfig(
-                name=TUNE, storage_path=str(search_dir), callbacks=callbacks, verbose=0,
+                # a copy: Tune appends its own loggers (open files) to the list, which a refit could not pickle
+                name=TUNE, storage_path=str(search_dir), callbacks=list(callbacks), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0)))
         grid, interrupted = _fit_noting_interrupt(tuner)
         tracker.reload()
         outcome = _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, time.time() - t0,
                            interrupted, timed=bool(budget.get("time_budget_s")))
         outcome.reference = reference
+        if refit_s and not outcome.interrupted:
+            _refit(outcome, search, trainable, refit_s, concurrency, callbacks, tracker, max_epochs, t0,
+                   quiet=opts.quiet)
         for row in outcome.rows:  # trials Tune cut at the time budget: it closes nothing for them
             if row.state.startswith("cut by"):
                 tracker.close_trial(row.trial_id, "FINISHED", row.state)
@@ -470,6 +479,47 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         return outcome
     finally:
         handle.close()
+
+
+def _refit(outcome: SearchOutcome, search: SearchFile, trainable, seconds: float, concurrency: int,
+           callbacks: list, tracker, max_epochs: int, t0: float, *, quiet: bool) -> None:
+    """The refit phase (search/refit.py): the best trials continue for ``seconds``; their rows join
+    ``outcome``."""
+    from ray import tune
+
+    search_dir = outcome.search_dir
+    chosen = pick([r for r in outcome.rows if not r.state.startswith(("errored", "refit of"))],
+                  outcome.objectives, concurrency)
+    if not chosen:
+        return
+    if not quiet:
+        print(f"lensearch: refit: {', '.join(r.trial_id for r in chosen)} continue for {seconds:.0f}s with a "
+              f"fresh annealed schedule (budget.refit_share)", file=sys.stderr, flush=True)
+    refit_dir = search_dir / REFIT
+    if tune.Tuner.can_restore(str(refit_dir)):
+        tuner = tune.Tuner.restore(str(refit_dir), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+    else:
+        tuner = tune.Tuner(trainable, param_space={REFIT_OF: tune.grid_search([r.trial_id for r in chosen])},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=concurrency,
+                                                       time_budget_s=seconds + START_S),
+                           run_config=tune.RunConfig(name=REFIT, storage_path=str(search_dir),
+                                                     callbacks=list(callbacks), verbose=0,
+                                                     failure_config=tune.FailureConfig(max_failures=0)))
+    grid, interrupted = _fit_noting_interrupt(tuner)
+    tracker.reload()
+    refits = _outcome(search, grid, search_dir, tracker, outcome.tracking_uri, max_epochs, 0.0, interrupted,
+                      timed=True)
+    params = {r.trial_id: r.params for r in outcome.rows}
+    for row in refits.rows:
+        source = row.params.get(REFIT_OF)
+        row.params = {**params.get(source, {}), **row.params}
+        if not row.state.startswith(("refit of", "errored", "interrupted")):  # cut by the refit's time budget
+            row.state = f"refit of {source}, cut at report {row.epochs}"
+            tracker.close_trial(row.trial_id, "FINISHED", row.state)
+    outcome.rows.extend(refits.rows)
+    outcome.interrupted = interrupted
+    outcome.seconds = time.time() - t0
 
 
 def _metrics_named(search: SearchFile, fixed_config: dict[str, Any] | None) -> list[str]:
@@ -622,12 +672,13 @@ def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, second
 
 def summary_metrics(outcome: SearchOutcome) -> dict[str, Any]:
     best = outcome.best()
-    states = [r.state.split(":")[0].split(" at ")[0] for r in outcome.rows]
+    states = [r.state.split(":")[0].split(" at ")[0].split(",")[0].split(" of ")[0] for r in outcome.rows]
     out: dict[str, Any] = {
         "trials": len(outcome.rows), "completed": states.count("completed"),
         "stopped_early": states.count("stopped early"), "errored": states.count("errored"),
         "interrupted": states.count("interrupted"),
         "cut_by_time_budget": states.count("cut by time budget"), "hit_time_limit": states.count("hit its time limit"),
+        "refit": states.count("refit"),
         "seconds": round(outcome.seconds, 1),
     }
     out.update(outcome.reference)
@@ -696,7 +747,8 @@ def one_line_summary(outcome: SearchOutcome) -> str:
     best = outcome.best()
     parts = [f"{s['completed']} completed", f"{s['stopped_early']} stopped early"]
     parts += [f"{s[k]} {label}" for k, label in (("cut_by_time_budget", "cut by the time budget"),
-                                                   ("hit_time_limit", "at their time limit")) if s[k]]
+                                                   ("hit_time_limit", "at their time limit"),
+                                                   ("refit", "refit")) if s[k]]
     head = (f"search '{outcome.name}': {s['trials']} trials ({', '.join(parts)}, {s['errored']} errored) "
             f"in {s['seconds']:.0f}s")
     if outcome.interrupted:

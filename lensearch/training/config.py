@@ -48,6 +48,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "val_max_images": 0,            # cap on validation images per epoch (0 = whole split)
     "num_workers_loader": 0,        # DataLoader worker processes per training worker
     "seed": 0,
+    "init_from": "",                # a checkpoint whose weights, EMA and optimizer state start this run (its
+                                    # schedule and counters start afresh): a search's refit phase
 }
 
 DATA_DEFAULTS: dict[str, Any] = {"path": None, "preset": "tiny", "count": 512, "seed": 0}

@@ -151,11 +151,13 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
 
     monitor = tcfg["monitor"]
     mode = MONITORABLE[monitor]
+    ema = WarmEMA(generator, tcfg["ema_decay"]) if tcfg["ema_decay"] > 0 and step.trainable else None
+    if tcfg["init_from"] and not (ckpt_dir / "last.pt").exists():
+        _init_from(tcfg["init_from"], generator, step, ema, ctx.device)
     schedule = None
     if step.opt_g is not None:  # one schedule per optimizer: a GAN's discriminator follows the same course
         schedule = build_schedules(step.optimizers, config["scheduler"], epochs=tcfg["epochs"],
                                    steps_per_epoch=len(train_loader), mode=mode)
-    ema = WarmEMA(generator, tcfg["ema_decay"]) if tcfg["ema_decay"] > 0 and step.trainable else None
 
     # Cost of one forward pass on one validation-sized LR image (for quality-vs-cost objectives). Latency
     # takes several timed passes (seconds for a diffusion model), so only when a search asks for it.
@@ -265,6 +267,23 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         if metrics.get("time_limit_reached"):
             break
     return last
+
+
+def _init_from(path: str, generator, step, ema, device) -> None:
+    """Start from ``path``'s weights, weight average and optimizer state (Adam's moments), keeping this run's
+    learning rates: the schedule built next starts from them (a warm restart), not from the old run's."""
+    state = load_checkpoint(Path(path), map_location=device)
+    if state is None:
+        raise ValueError(f"train.init_from: {path} does not exist")
+    generator.load_state_dict(state["model"])
+    lrs = [[g["lr"] for g in opt.param_groups] for opt in step.optimizers if opt is not None]
+    step.load_state_dict(state["step"])
+    for opt, group_lrs in zip([o for o in step.optimizers if o is not None], lrs):
+        for group, lr in zip(opt.param_groups, group_lrs):
+            group["lr"] = lr
+            group.pop("initial_lr", None)  # else a new scheduler would take the old run's base rate
+    if ema is not None:
+        ema.load_state_dict(state.get("ema") or {}, fallback=generator)
 
 
 def gap_metrics(val: dict[str, float], reference: dict[str, float] | None) -> dict[str, float]:
