@@ -5,7 +5,8 @@ A file has these top-level keys (all but ``space`` optional)::
     name: gan                                  # search name (default: the file's stem)
     data:      {path: ..., preset: tiny, count: 512, seed: 0}
     objective: {metric: val_psnr, mode: max}   # or a list of them (multi-objective)
-    budget:    {num_samples: 16, max_epochs: 20, time_budget_s: null, max_concurrent: null}
+    budget:    {num_samples: 16, max_epochs: 20, time_budget_s: null, trial_time_s: null, refit_share: 0,
+                max_concurrent: null}                                # refit: see lensearch.search.refit
     scheduler: {name: asha, grace_period: 1, reduction_factor: 2}   # asha | hyperband | median | none
     searcher:  {name: tpe, seed: 0, startup_trials: 4}              # tpe | random | cmaes | nsga2
     resources: {workers: 1, gpu: auto, cpus_per_worker: 1, gpus_per_worker: 1}
