@@ -294,3 +294,21 @@ def test_cli_list_and_show(capsys):
 def test_every_model_refuses_an_unsupported_scale_with_a_user_error(name):
     with pytest.raises(UserError, match="scale: expected one of"):
         registry.build(name, scale=5)
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names()])
+def test_declared_capabilities_hold_min_side_and_precisions(name):
+    """What a spec says it accepts (smallest side, size multiple, precisions) is what the network accepts:
+    export and upscale rely on it instead of a global limit."""
+    spec = registry.get(name)
+    net = registry.build(name, scale=2).eval()
+    side = spec.min_side
+    shapes = [(side, side + spec.size_multiple), (side + 7 * spec.size_multiple, side + 2 * spec.size_multiple)]
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    for precision in spec.precisions:
+        for h, w in shapes:
+            x = torch.rand(1, 1, h, w)
+            with torch.no_grad(), torch.autocast("cpu", dtype=dtypes[precision],
+                                                 enabled=dtypes[precision] is not None):
+                y = net(x).float()
+            assert y.shape == (1, 1, 2 * h, 2 * w) and torch.isfinite(y).all(), (precision, h, w)

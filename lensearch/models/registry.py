@@ -124,6 +124,12 @@ class ModelSpec:
     summary: str
     discriminator: str | None = None
     export_notes: str = ""
+    # What inputs the network accepts (spandrel-style capabilities, for export and upscale to ask): the
+    # smallest LR side and the multiple LR sides must be (every architecture here pads internally, so 1),
+    # and the precisions it runs in.
+    min_side: int = 2
+    size_multiple: int = 1
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
 class Registry:
