@@ -125,3 +125,12 @@ def test_diffusion_val_loss_is_deterministic_and_scores_the_evaluated_weights():
     want = ema.module.training_loss(lr, hr, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(first, want)
     assert not torch.allclose(step.val_loss(lr, hr, None), first)  # the raw generator scores differently
+
+
+def test_every_model_kind_has_one_registered_step():
+    from lensearch.models import registry
+    from lensearch.models.registry import KINDS
+    from lensearch.training.steps import STEPS
+
+    assert set(STEPS) == set(KINDS)
+    assert {registry.get(n).kind for n in registry.names()} <= set(STEPS)

@@ -44,9 +44,9 @@ from lensearch.training.checkpoint import capture_rng_state, load_checkpoint, re
 from lensearch.training.config import MONITORABLE, split_choice
 from lensearch.training.context import RayTrainContext, RunContext, set_threads
 from lensearch.training.ema import WarmEMA
-from lensearch.training.losses import AdversarialLoss, build_generator_loss
+from lensearch.training.losses import build_generator_loss
 from lensearch.training.optim import build_schedules
-from lensearch.training.steps import STEPS, Amp, GanStep
+from lensearch.training.steps import STEPS, Amp
 
 SAMPLE_GRID = "samples.png"
 
@@ -129,13 +129,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     norm = build_normalization(config["normalization"], run.get("stats"))
     gen_loss = build_generator_loss(config["loss"]).set_normalization(norm)
     amp = Amp(tcfg["amp"], ctx.device)
-    if spec.kind == "gan":
-        disc = registry.build_discriminator(spec.discriminator, in_channels=run.get("in_channels", 1),
-                                            **config["discriminator"])
-        step = GanStep(ctx, generator, config, gen_loss, amp, discriminator=disc,
-                       adversarial=AdversarialLoss(gen_loss.adversarial))
-    else:
-        step = STEPS[spec.kind](ctx, generator, config, gen_loss, amp)
+    step = STEPS[spec.kind].create(ctx, generator, config, gen_loss, amp, spec=spec,
+                                   in_channels=run.get("in_channels", 1))
 
     with_clean = bool(run.get("has_clean"))
     train_set = SRDataset(run["data_path"], split="train", augment=build_augment(config["augment"]),

@@ -9,6 +9,11 @@
 - ``interp``: nothing to train (bicubic and friends); only evaluated.
 
 All steps see images already normalised; they return plain floats for logging.
+
+Adding a kind is adding one :class:`Step` subclass registered with ``@register_step("kind")``: its
+:meth:`Step.create` builds what the kind needs beyond the generator (a GAN's discriminator) and its
+:meth:`Step.check` validates the configuration sections only that kind reads. The training loop and the
+configuration check ask the registry; neither names a kind.
 """
 
 from __future__ import annotations
@@ -18,11 +23,25 @@ from typing import Any
 
 import torch
 
+from lensearch.models import registry
 from lensearch.training.context import RunContext, unwrap
+from lensearch.training.losses import AdversarialLoss
 from lensearch.training.optim import build_optimizer
 
 
 VAL_LOSS_SEED = 0  # seed of the timesteps and noise of the diffusion validation loss
+
+STEPS: dict[str, type["Step"]] = {}  # model kind -> its step class
+
+
+def register_step(kind: str):
+    """Class decorator: the step class of models of ``kind`` (one per kind)."""
+    def add(cls):
+        if kind in STEPS:
+            raise ValueError(f"a step for kind {kind!r} is registered twice")
+        STEPS[kind] = cls
+        return cls
+    return add
 
 
 class NonFiniteLoss(RuntimeError):
@@ -60,6 +79,16 @@ class Step:
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp.dtype == torch.float16)
         self.clip = cfg["train"]["grad_clip"]
 
+    @classmethod
+    def create(cls, ctx: RunContext, generator: torch.nn.Module, cfg: dict[str, Any], gen_loss, amp, *,
+               spec, in_channels: int = 1) -> "Step":
+        """The step for a run of a model of ``spec`` (what this kind needs beyond the generator is built here)."""
+        return cls(ctx, generator, cfg, gen_loss, amp)
+
+    @classmethod
+    def check(cls, spec, cfg: dict[str, Any], gen_loss) -> None:
+        """Validate the configuration sections only this kind reads (errors carry their key paths)."""
+
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt_g] if self.opt_g else []
@@ -96,6 +125,7 @@ class Step:
             self.scaler.load_state_dict(state["scaler"])
 
 
+@register_step("interp")
 class InterpStep(Step):
     trainable = False
 
@@ -103,6 +133,7 @@ class InterpStep(Step):
         return {}
 
 
+@register_step("pixel")
 class PixelStep(Step):
     def train_batch(self, lr, hr, epoch, step):
         with self.amp.autocast():
@@ -113,6 +144,7 @@ class PixelStep(Step):
         return {"train_loss": loss.item(), **{f"train_{k}": float(v) for k, v in parts.items()}}
 
 
+@register_step("gan")
 class GanStep(Step):
     """Generator + discriminator. ``cfg["discriminator"]`` holds the discriminator's hyperparameters.
 
@@ -137,6 +169,18 @@ class GanStep(Step):
         self.adv = adversarial
         self.adv_weight = gen_loss.adv_weight
         self.warmup = cfg["train"]["gan_warmup_epochs"]
+
+    @classmethod
+    def create(cls, ctx, generator, cfg, gen_loss, amp, *, spec, in_channels=1):
+        disc = registry.build_discriminator(spec.discriminator, in_channels=in_channels, **cfg["discriminator"])
+        return cls(ctx, generator, cfg, gen_loss, amp, discriminator=disc,
+                   adversarial=AdversarialLoss(gen_loss.adversarial))
+
+    @classmethod
+    def check(cls, spec, cfg, gen_loss):
+        # only GANs read these sections (a space may mix GANs and CNNs: elsewhere they are inactive)
+        registry.resolve_discriminator_params(spec.discriminator, cfg["discriminator"])
+        AdversarialLoss(gen_loss.adversarial)
 
     @property
     def optimizers(self):
@@ -210,6 +254,7 @@ class GanStep(Step):
             self.scaler_d.load_state_dict(state["scaler_d"])
 
 
+@register_step("diffusion")
 class DiffusionStep(Step):
     def __init__(self, ctx, generator, cfg, gen_loss, amp):
         self.objective = _LossModule(generator)
@@ -234,8 +279,6 @@ class DiffusionStep(Step):
         gen = torch.Generator(device=hr.device).manual_seed(VAL_LOSS_SEED)
         return model.training_loss(lr, hr, generator=gen)
 
-
-STEPS: dict[str, type[Step]] = {"interp": InterpStep, "pixel": PixelStep, "gan": GanStep, "diffusion": DiffusionStep}
 
 
 class Amp:

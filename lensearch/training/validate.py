@@ -9,8 +9,9 @@ from typing import Any
 from lensearch.data.transforms import build_augment, build_normalization
 from lensearch.models import registry
 from lensearch.training.config import resolve_run_config, split_choice
-from lensearch.training.losses import AdversarialLoss, build_generator_loss
+from lensearch.training.losses import build_generator_loss
 from lensearch.training.optim import OPTIMIZERS, SCHEDULERS, validated
+from lensearch.training.steps import STEPS
 
 # Placeholder statistics so data-fitted normalizations can be checked before any data exists.
 _PLACEHOLDER_STATS = {"mean": 0.0, "std": 1.0, "min": 0.0, "max": 1.0, "p0.1": 0.0, "p1": 0.0, "p50": 0.5,
@@ -23,13 +24,9 @@ def check_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     name, params = split_choice(cfg["model"], "model")
     spec = registry.get(name)
     registry.resolve_params(name, params)
-    if spec.kind == "gan":  # for other models the section is inactive (a space may mix GANs and CNNs)
-        registry.resolve_discriminator_params(spec.discriminator, cfg["discriminator"])
     build_normalization(cfg["normalization"], _PLACEHOLDER_STATS)
     build_augment(cfg["augment"])
     validated("optimizer", OPTIMIZERS, cfg["optimizer"])
     validated("scheduler", SCHEDULERS, cfg["scheduler"])
-    loss = build_generator_loss(cfg["loss"])
-    if spec.kind == "gan":
-        AdversarialLoss(loss.adversarial)
+    STEPS[spec.kind].check(spec, cfg, build_generator_loss(cfg["loss"]))
     return cfg
