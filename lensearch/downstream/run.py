@@ -72,9 +72,9 @@ def run_downstream(opts: DownstreamOptions, log: Callable[[str], None] | None = 
     data = load_data(opts.data)
     info = data.info
     tasks, notes = plan_tasks(info, opts.task)
+    exports = load_exports(opts.sr, info)  # every --sr folder is checked before any training
     for note in notes:
         log(note)
-    exports = load_exports(opts.sr, info)  # every --sr folder is checked before any training
     opts.out.mkdir(parents=True, exist_ok=True)
     train, val, test = data.splits["train"], data.splits.get("val"), data.splits["test"]
 
