@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
                     "versions: HR (upper bound), LR upsampled bicubically, LR super-resolved by each --sr "
                     "export, and LR scored by the same architecture trained on bicubically upsampled LR "
                     "images (the honest alternative to SR). Writes downstream.json, downstream.md (tables "
-                    "with 95%% bootstrap intervals), ROC / confusion / predicted-vs-true PNGs and "
+                    "with 95% bootstrap intervals), ROC / confusion / predicted-vs-true PNGs and "
                     "feature_net.pt (the HR substructure classifier, usable as loss.content_weights for the "
                     "GAN content loss) into --out, and logs them to MLflow (experiment 'downstream').")
     p.add_argument("data", type=Path, metavar="DATA.h5", help="a lensearch HDF5 data file (train and test splits)")
