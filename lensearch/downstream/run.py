@@ -120,9 +120,20 @@ def run_downstream(opts: DownstreamOptions, log: Callable[[str], None] | None = 
 
 
 def _write_json(path: Path, results: dict[str, Any]) -> None:
+    """Strict JSON: undefined values (an AUC of a class without test images, say) are written as null."""
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(results, indent=1, default=_jsonable))
+    tmp.write_text(json.dumps(_finite(results), indent=1, default=_jsonable, allow_nan=False))
     os.replace(tmp, path)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _jsonable(value: Any) -> Any:
