@@ -15,11 +15,10 @@ import pytest
 import torch
 import yaml
 
-from lensearch import export
 from lensearch.cli import main
 from lensearch.data.store import iter_batches
 from lensearch.data.transforms import build_normalization
-from lensearch.export import ExportError, choose_trial, find_search, verify_parity
+from lensearch.export import ExportError, choose_trial, find_search, graphs, verify_parity
 from lensearch.models import registry
 from lensearch.training.checkpoint import save_checkpoint
 from lensearch.training.config import resolve_run_config
@@ -173,12 +172,12 @@ def test_verify_parity_reports_error_and_tolerance():
 
 def test_a_perturbed_onnx_graph_fails_the_export_with_numbers(tiny_h5, tmp_path, capsys, monkeypatch):
     fake_search(tmp_path / "mlruns", "p", {"t1": ("rdn", RDN, "minmax", {"val_psnr": 30.0})}, tiny_h5)
-    real = export._export_onnx
+    real = graphs.export_onnx
 
     def tampered(model, example, path):
         run = real(model, example, path)
         return lambda x: run(x) * 1.01
-    monkeypatch.setattr(export, "_export_onnx", tampered)
+    monkeypatch.setattr(graphs, "export_onnx", tampered)
     out = tmp_path / "model"
     assert main(["export", "p", "--store", str(tmp_path / "mlruns"), "--out", str(out), "--no-register"]) == 1
     line = _error_line(capsys)
