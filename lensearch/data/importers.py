@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lensearch.data.store import H5Writer
+from lensearch.data.writer import H5Writer
 from lensearch.errors import UserError
 
 __all__ = ["ImportReport", "import_deeplense", "import_fits"]

@@ -597,7 +597,7 @@ def simulate_to_h5(path: str | Path, preset: str, count: int, seed: int, *, scal
 
     Returns a summary: ``path``, ``count``, ``hr_shape``, ``lr_shape``, ``class_names``, ``seconds``.
     """
-    from lensearch.data.store import H5Writer
+    from lensearch.data.writer import H5Writer
 
     config = make_config(preset, seed, scale=scale, lr_mode=lr_mode, classes=classes,
                          include_non_lens=include_non_lens, noise_free_hr=noise_free_hr, lens_light=lens_light)

@@ -99,7 +99,7 @@ def export_search(search: str, out: str | os.PathLike, *, store: str | os.PathLi
     """Export a trial of ``search`` (see :func:`~lensearch.export.locate.find_search`,
     :func:`~lensearch.export.select.choose_trial`) into ``out``; returns the manifest (also written as
     ``out/export.json``). The folder appears only once everything succeeded."""
-    from lensearch.data.store import open_h5
+    from lensearch.data.h5format import open_h5
     from lensearch.data.transforms import build_normalization
 
     log = log or (lambda text: print(f"lensearch export: {text}", file=sys.stderr, flush=True))

@@ -95,7 +95,7 @@ def verify_parity(backend: str, outputs: list[np.ndarray], references: list[np.n
 
 def verification_inputs(path: Path) -> list[torch.Tensor]:
     """A validation batch, an odd-sized crop and a MIN_SIDE crop (dynamic shapes, down to the smallest)."""
-    from lensearch.data.store import iter_batches
+    from lensearch.data.h5format import iter_batches
 
     lr = torch.from_numpy(next(iter_batches(path, "val", VERIFY_IMAGES, ("lr",)))["lr"])
     h, w = lr.shape[-2:]

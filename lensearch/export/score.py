@@ -16,7 +16,7 @@ def score_split(model: torch.nn.Module, path: Path, split: str, batch_size: int 
     """The model's PSNR/SSIM/MSE on ``split`` (``*_clean`` too when the file has hr_clean), with bicubic's
     and the noise ceiling from :func:`lensearch.data.baseline.baseline_metrics` on the same images."""
     from lensearch.data.baseline import baseline_metrics
-    from lensearch.data.store import iter_batches, open_h5
+    from lensearch.data.h5format import iter_batches, open_h5
     from lensearch.metrics import METRIC_NAMES, MetricSums
 
     info = open_h5(path)
