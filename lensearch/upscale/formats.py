@@ -1,8 +1,4 @@
-"""Apply an exported model (``lensearch export``) to image files: ``.npy``, HDF5 and FITS.
-
-:class:`Upscaler` loads an export folder with the TorchScript or ONNX backend, on CPU or CUDA; the graphs
-take raw images and return SR images in the same units (normalization applied and inverted inside).
-:func:`upscale_files` (``lensearch upscale MODEL_DIR INPUT... -o OUT``) streams each file in batches:
+"""The file formats ``lensearch upscale`` reads and writes: ``.npy``, HDF5 and FITS, streamed in batches.
 
 * ``.npy``: ``(h,w)`` one image, ``(K,h,w)`` K images (so ``(1,h,w)`` is one), or ``(N,1,h,w)``; written
   as ``.npy`` of the same rank with ``s*h, s*w``.
@@ -17,79 +13,31 @@ take raw images and return SR images in the same units (normalization applied an
   surface brightness, which does not depend on the pixel size).
 
 Output pixels are float32. Images must be finite and at least ``min_side`` px (2, see
-:mod:`lensearch.export`) on each side. Outputs are written to a hidden partial file and renamed when
-complete; an existing output is replaced only with ``overwrite``.
+:mod:`lensearch.export.graphs`) on each side. Each writer fills a temporary file the caller renames.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lensearch import __version__
 from lensearch.errors import UserError, expect
-from lensearch.export import FILES, parse_device, read_export
+from lensearch.upscale.runtime import Upscaler
 
-__all__ = ["BACKENDS", "SUFFIXES", "Upscaler", "file_kind", "output_paths", "rescale_wcs", "upscale_file",
-           "upscale_files"]
+__all__ = ["SUFFIXES", "WRITERS", "file_kind", "file_suffix", "rescale_wcs"]
 
-BACKENDS = ("torchscript", "onnx")
 SUFFIXES = {".npy": "npy", ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", ".fits": "fits", ".fit": "fits",
             ".fts": "fits", ".fits.gz": "fits", ".fit.gz": "fits", ".fts.gz": "fits"}
 PIXEL_SCALE_KEYS = ("PIXSCALE", "PIXSCAL1", "PIXSCAL2", "SECPIX", "SECPIX1", "SECPIX2")
 _AXIS_KEY = re.compile(r"(CDELT|CRPIX)([12])([A-Z]?)")
 _CD_KEY = re.compile(r"CD[12]_[12][A-Z]?")
 _SIP_KEY = re.compile(r"(A|B|AP|BP)_(\d+)_(\d+)")
-
-
-# ------------------------------------------------------------------------------------------- the model
-class Upscaler:
-    """An export folder loaded for inference: ``upscaler(x)`` maps float32 ``(N,C,h,w)`` to ``(N,C,s*h,s*w)``."""
-
-    def __init__(self, model_dir: str | os.PathLike, backend: str = "torchscript", device: str = "cpu"):
-        expect(backend in BACKENDS, f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
-        self.dir, self.backend, self.device = Path(model_dir), backend, parse_device(device)
-        self.manifest = read_export(self.dir, need=(backend,))
-        model = self.manifest["model"]
-        self.name, self.scale = model["name"], int(model["scale"])
-        self.in_channels, self.min_side = int(model["in_channels"]), int(model["min_side"])
-        path = self.dir / FILES[backend]
-        try:
-            self._run = self._torchscript(path) if backend == "torchscript" else self._onnx(path)
-        except UserError:
-            raise
-        except Exception as err:
-            raise UserError(f"{path}: cannot be loaded ({type(err).__name__}: {err})") from None
-
-    def _torchscript(self, path: Path) -> Callable[[np.ndarray], np.ndarray]:
-        module = torch.jit.load(str(path), map_location=self.device).eval()
-
-        def run(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return module(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
-        return run
-
-    def _onnx(self, path: Path) -> Callable[[np.ndarray], np.ndarray]:
-        import onnxruntime as ort
-
-        providers: list[Any] = ["CPUExecutionProvider"]
-        if self.device.type == "cuda":
-            expect("CUDAExecutionProvider" in ort.get_available_providers(),
-                   "--backend onnx --device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu, "
-                   "or use --backend torchscript)")
-            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0})]
-        session = ort.InferenceSession(str(path), providers=providers)
-        return lambda x: session.run(None, {"lr": x})[0]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._run(np.ascontiguousarray(x, dtype=np.float32))
 
 
 # ------------------------------------------------------------------------------------------- arrays
@@ -142,7 +90,7 @@ def _history(model: Upscaler) -> str:
             f"{model.dir.resolve().name}")
 
 
-# ------------------------------------------------------------------------------------------- files
+# ------------------------------------------------------------------------------------------- formats
 def _npy(model: Upscaler, src: Path, tmp: Path, batch_size: int, progress: bool, **_: Any) -> None:
     try:
         arr = np.load(src, mmap_mode="r", allow_pickle=False)
@@ -267,88 +215,14 @@ WRITERS: dict[str, Callable[..., None]] = {"npy": _npy, "hdf5": _hdf5, "fits": _
 
 
 # ------------------------------------------------------------------------------------------- naming
-def _suffix(path: Path) -> str:
+def file_suffix(path: Path) -> str:
+    """The known suffix ``path`` ends with (longest match, case-insensitive), else ``""``."""
     name = path.name.lower()
     return max((s for s in SUFFIXES if name.endswith(s)), key=len, default="")
 
 
-def _sr_name(path: Path) -> str:
-    """``image.fits.gz`` -> ``image_sr.fits.gz``."""
-    cut = len(path.name) - len(_suffix(path))
-    return f"{path.name[:cut]}_sr{path.name[cut:]}"
-
-
 def file_kind(path: Path) -> str:
     """``npy``, ``hdf5`` or ``fits`` from the file name; :class:`UserError` otherwise."""
-    suffix = _suffix(Path(path))
+    suffix = file_suffix(Path(path))
     expect(suffix, f"{path}: unknown file type; expected .npy, .h5/.hdf5/.hdf or .fits/.fit/.fts (optionally .gz)")
     return SUFFIXES[suffix]
-
-
-def output_paths(inputs: Sequence[Path], out: str | os.PathLike | None) -> list[Path]:
-    """Where each input's result goes: ``out`` itself for one input (unless it is a directory or a string
-    ending with a separator); ``out/<input name>`` when ``out`` is a directory or there are several inputs;
-    without ``out``, ``<stem>_sr<suffix>`` next to each input."""
-    as_dir = out is not None and os.fspath(out).endswith(("/", os.sep))
-    out = Path(out) if out is not None else None
-    if out is None:
-        paths = [p.with_name(_sr_name(p)) for p in inputs]
-    elif len(inputs) > 1 or out.is_dir() or as_dir:
-        paths = [out / p.name for p in inputs]
-    else:
-        expect(_suffix(out), f"-o {out}: neither a directory nor an image file name (end it with / for a new "
-                             f"directory)")
-        expect(file_kind(out) == file_kind(inputs[0]),
-               f"-o {out}: a {file_kind(inputs[0])} input is written as {file_kind(inputs[0])}; give a matching "
-               f"file name or a directory")
-        paths = [out]
-    seen: dict[Path, Path] = {}
-    for src, dst in zip(inputs, paths):
-        expect(dst.resolve() != src.resolve(), f"{src}: the output would overwrite the input; choose another -o")
-        expect(dst.resolve() not in seen, f"{src} and {seen.get(dst.resolve())} would both be written to {dst}")
-        seen[dst.resolve()] = src
-    return paths
-
-
-# ------------------------------------------------------------------------------------------- running
-def _check_input(src: Path, dataset: str | None, hdu: int | str | None) -> str:
-    """The file kind of ``src``, after checking it exists and takes the options given."""
-    kind = file_kind(src)
-    expect(src.is_file(), f"{src}: no such file")
-    expect(dataset is None or kind == "hdf5", f"--dataset applies to HDF5 inputs, not {src}")
-    expect(hdu is None or kind == "fits", f"--hdu applies to FITS inputs, not {src}")
-    return kind
-
-
-def upscale_file(model: Upscaler, src: Path, dst: Path, *, batch_size: int = 16, progress: bool = True,
-                 dataset: str | None = None, hdu: int | str | None = None) -> Path:
-    """Upscale one file into ``dst`` (written to a hidden partial file, renamed when complete)."""
-    src, dst = Path(src), Path(dst)
-    kind = _check_input(src, dataset, hdu)
-    tmp = dst.with_name(f".partial.{dst.name}")  # keeps the suffix: astropy gzips by name
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        WRITERS[kind](model, src, tmp, batch_size, progress, dataset=dataset, hdu=hdu)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
-
-
-def upscale_files(model_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike],
-                  out: str | os.PathLike | None = None, *, backend: str = "torchscript", device: str = "cpu",
-                  batch_size: int = 16, dataset: str | None = None, hdu: int | str | None = None,
-                  overwrite: bool = False, progress: bool = True) -> list[Path]:
-    """Upscale every input with the export in ``model_dir``; returns the written paths (see
-    :func:`output_paths`). Inputs, outputs and the model are all checked before anything is written."""
-    expect(batch_size >= 1, f"--batch-size: expected a positive integer, got {batch_size}")
-    sources = [Path(p) for p in inputs]
-    expect(sources, "no input files given")
-    for src in sources:
-        _check_input(src, dataset, hdu)
-    targets = output_paths(sources, out)
-    for dst in targets:
-        expect(overwrite or not dst.exists(), f"{dst}: exists (use --overwrite to replace it)")
-    model = Upscaler(model_dir, backend, device)
-    return [upscale_file(model, src, dst, batch_size=batch_size, progress=progress, dataset=dataset, hdu=hdu)
-            for src, dst in zip(sources, targets)]
