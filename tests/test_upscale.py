@@ -163,6 +163,34 @@ def test_multi_extension_fits_needs_hdu_and_keeps_the_other_hdus(bicubic_export,
         np.testing.assert_allclose(hdul["SCI"].data, 1.0, atol=1e-5)
 
 
+def test_fpack_fits_and_hdu_counted_from_the_end(bicubic_export, tmp_path, capsys):
+    """The same FITS rules as ``data import-fits`` (lensearch.data.fits): a .fits.fz file is read from its
+    compressed extension and written back compressed, losslessly; --hdu -1 is the last HDU."""
+    data = np.random.default_rng(3).random((6, 7)).astype(np.float32)
+    comp = fits.CompImageHDU(data, _wcs_header("cd"), compression_type="RICE_1", name="SCI")  # lossy input
+    fits.HDUList([fits.PrimaryHDU(), comp]).writeto(tmp_path / "img.fits.fz")
+    with fits.open(tmp_path / "img.fits.fz") as hdul:
+        stored = hdul["SCI"].data.copy()  # what the (quantized) file holds
+    assert main(["upscale", str(bicubic_export), str(tmp_path / "img.fits.fz"), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip().endswith("img_sr.fits.fz")
+    with fits.open(tmp_path / "img_sr.fits.fz") as hdul:
+        assert [type(h).__name__ for h in hdul] == ["PrimaryHDU", "CompImageHDU"]
+        out, h = hdul["SCI"].data, hdul["SCI"].header
+        assert out.shape == (12, 14) and h["CD1_1"] == pytest.approx(-5e-5)
+        assert "upscale: 2x by bicubic" in str(h["HISTORY"])
+        np.testing.assert_allclose(out, _bicubic(stored)[0, 0], rtol=1e-5, atol=1e-5)  # no second quantization
+
+    img = np.ones((6, 7), np.float32)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img, name="SCI"), fits.ImageHDU(2 * img, name="ERR")]
+                 ).writeto(tmp_path / "mef.fits")
+    assert main(["upscale", str(bicubic_export), str(tmp_path / "mef.fits"), "--hdu", "-1", "--quiet"]) == 0
+    with fits.open(tmp_path / "mef_sr.fits") as hdul:
+        assert hdul["ERR"].data.shape == (12, 14) and hdul["SCI"].data.shape == (6, 7)
+        np.testing.assert_allclose(hdul["ERR"].data, 2.0, atol=1e-5)
+    assert main(["upscale", str(bicubic_export), str(tmp_path / "mef.fits"), "--hdu", "-4", "--overwrite"]) == 2
+    assert "mef.fits: --hdu -4 not found (HDUs: 0 PRIMARY, 1 SCI, 2 ERR)" in _error_line(capsys)
+
+
 def test_bad_input_is_one_line_and_exit_2(bicubic_export, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     np.save(tmp_path / "small.npy", np.ones((1, 5), np.float32))

@@ -6,11 +6,13 @@
   ``(N,1,s*h,s*w)`` upscaled from ``lr`` (row i of ``sr`` is row i of ``lr``, next to ``hr``); with
   ``dataset=NAME`` any file's dataset NAME (same layouts as ``.npy``) is upscaled into a new file holding
   only that dataset, under the same name, plus the input's file attributes.
-* FITS (``.fits``/``.fit``/``.fts``, optionally ``.gz``): the chosen image HDU (``hdu=`` index or EXTNAME,
-  needed when the file has several; 2-D, or 3-D as a stack of planes) is replaced by its SR image, every
-  other HDU is kept. The header is kept and updated for the new sampling (:func:`rescale_wcs`) with a
-  HISTORY card. Pixel values stay in the input's units (no flux rescaling: the models are trained on
-  surface brightness, which does not depend on the pixel size).
+* FITS (``.fits``/``.fit``/``.fts``, optionally ``.gz`` or fpack's ``.fz``; :mod:`lensearch.data.fits`): the
+  chosen image HDU (``hdu=`` index, negative from the end, or EXTNAME, needed when the file has several;
+  2-D, or 3-D as a stack of planes) is replaced by its SR image, every other HDU is kept; a tile-compressed
+  HDU (``.fz``) is compressed again, losslessly (GZIP_2, no quantization). The header is kept and updated
+  for the new sampling (:func:`~lensearch.data.fits.rescale_wcs`) with a HISTORY card. Pixel values stay
+  in the input's units (no flux rescaling: the models are trained on surface brightness, which does not
+  depend on the pixel size).
 
 Output pixels are float32. Images must be finite and at least ``min_side`` px (2, see
 :mod:`lensearch.export.graphs`) on each side. Each writer fills a temporary file the caller renames.
@@ -18,7 +20,6 @@ Output pixels are float32. Images must be finite and at least ``min_side`` px (2
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,17 +28,13 @@ from typing import Any
 import numpy as np
 
 from lensearch import __version__
+from lensearch.data.fits import FITS_SUFFIXES, open_fits, pick_image_hdu, rescale_wcs
 from lensearch.errors import UserError, expect
 from lensearch.upscale.runtime import Upscaler
 
 __all__ = ["SUFFIXES", "WRITERS", "file_kind", "file_suffix", "rescale_wcs"]
 
-SUFFIXES = {".npy": "npy", ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", ".fits": "fits", ".fit": "fits",
-            ".fts": "fits", ".fits.gz": "fits", ".fit.gz": "fits", ".fts.gz": "fits"}
-PIXEL_SCALE_KEYS = ("PIXSCALE", "PIXSCAL1", "PIXSCAL2", "SECPIX", "SECPIX1", "SECPIX2")
-_AXIS_KEY = re.compile(r"(CDELT|CRPIX)([12])([A-Z]?)")
-_CD_KEY = re.compile(r"CD[12]_[12][A-Z]?")
-_SIP_KEY = re.compile(r"(A|B|AP|BP)_(\d+)_(\d+)")
+SUFFIXES = {".npy": "npy", ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", **dict.fromkeys(FITS_SUFFIXES, "fits")}
 
 
 # ------------------------------------------------------------------------------------------- arrays
@@ -153,62 +150,22 @@ def _fits(model: Upscaler, src: Path, tmp: Path, batch_size: int, progress: bool
           **_: Any) -> None:
     from astropy.io import fits
 
-    try:
-        hdul = fits.open(src, memmap=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise UserError(f"{src}: unreadable FITS file ({err})") from None
-    with hdul:
-        index = _pick_hdu(hdul, hdu, src)
-        where = f"{src}[{index}]"
-        try:
-            data = hdul[index].data
-        except (OSError, ValueError, TypeError) as err:
-            raise UserError(f"{where}: unreadable image data ({err})") from None
-        images = _Images(data, where, model)
+    with open_fits(src) as hdul:
+        index = pick_image_hdu(hdul, hdu, src)
+        where, chosen = f"{src}[{index}]", hdul[index]
+        images = _Images(chosen.data, where, model)
         out = np.empty(images.out_shape, dtype=np.float32)
         _upscale_into(model, images, out, batch_size, progress)
-        header = hdul[index].header.copy()
+        header = chosen.header.copy()
         for key in ("BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM"):
             header.remove(key, ignore_missing=True, remove_all=True)
         rescale_wcs(header, model.scale)
         header.add_history(_history(model) + "; WCS rescaled, pixel units unchanged")
-        hdul[index] = (fits.PrimaryHDU if index == 0 else fits.ImageHDU)(data=out, header=header)
+        if isinstance(chosen, fits.CompImageHDU):  # fpack (.fz): compressed again, losslessly
+            hdul[index] = fits.CompImageHDU(data=out, header=header, compression_type="GZIP_2", quantize_level=0.0)
+        else:
+            hdul[index] = (fits.PrimaryHDU if index == 0 else fits.ImageHDU)(data=out, header=header)
         hdul.writeto(tmp)
-
-
-def _pick_hdu(hdul, hdu: int | str | None, src: Path) -> int:
-    """The image HDU to upscale: ``hdu`` (index or EXTNAME), else the file's only image HDU."""
-    images = [i for i, h in enumerate(hdul) if h.is_image and h.header.get("NAXIS", 0) >= 2]
-    listing = ", ".join(f"{i} {hdul[i].name or '(no name)'}" for i in images)
-    if hdu is None:
-        expect(images, f"{src}: no image HDU with at least 2 axes")
-        expect(len(images) == 1, f"{src}: {len(images)} image HDUs ({listing}); choose one with --hdu")
-        return images[0]
-    try:
-        index = hdu if isinstance(hdu, int) else hdul.index_of(hdu)
-    except KeyError:
-        index = None
-    expect(index in images, f"{src}: --hdu {hdu} is not an image HDU; image HDUs: {listing or 'none'}")
-    return index
-
-
-def rescale_wcs(header, scale: int) -> None:
-    """Update a FITS header in place for pixels ``scale`` times smaller on axes 1 and 2, same footprint.
-
-    ``CDELTn`` and the ``CDi_j`` matrix (and pixel-scale keywords such as ``PIXSCALE``) are divided by
-    ``scale``; ``CRPIXn`` becomes ``(CRPIXn - 0.5) * scale + 0.5``, so every sky position stays at the same
-    place in the image (FITS pixel n covers [n - 0.5, n + 0.5]); SIP distortion coefficients ``A/B/AP/BP_p_q``
-    are multiplied by ``scale**(1 - p - q)``. Alternate WCS (suffix A-Z) are updated alike; ``NAXISn``
-    follows the data when written.
-    """
-    for key in list(header.keys()):
-        if match := _AXIS_KEY.fullmatch(key):
-            value = header[key]
-            header[key] = value / scale if match[1] == "CDELT" else (value - 0.5) * scale + 0.5
-        elif _CD_KEY.fullmatch(key) or key in PIXEL_SCALE_KEYS:
-            header[key] = header[key] / scale
-        elif match := _SIP_KEY.fullmatch(key):
-            header[key] = header[key] * float(scale) ** (1 - int(match[2]) - int(match[3]))
 
 
 WRITERS: dict[str, Callable[..., None]] = {"npy": _npy, "hdf5": _hdf5, "fits": _fits}
@@ -224,5 +181,6 @@ def file_suffix(path: Path) -> str:
 def file_kind(path: Path) -> str:
     """``npy``, ``hdf5`` or ``fits`` from the file name; :class:`UserError` otherwise."""
     suffix = file_suffix(Path(path))
-    expect(suffix, f"{path}: unknown file type; expected .npy, .h5/.hdf5/.hdf or .fits/.fit/.fts (optionally .gz)")
+    expect(suffix, f"{path}: unknown file type; expected .npy, .h5/.hdf5/.hdf or .fits/.fit/.fts (optionally "
+                   f".gz or .fz)")
     return SUFFIXES[suffix]
