@@ -41,7 +41,8 @@ class PointMasses:
 
 
 class Renderer:
-    """Noise-free HR and LR images of a :class:`Sky` for a preset, scale and LR mode (see "Rendering" in docs/simulation.md)."""
+    """Noise-free HR and LR images of a :class:`Sky` for a preset, scale and LR mode (see "Rendering" in
+    docs/simulation.md)."""
 
     def __init__(self, preset_name: str, scale: int, lr_mode: str):
         preset = PRESETS[preset_name]
