@@ -23,12 +23,15 @@ import numpy as np
 
 from lensearch.errors import UserError
 
-__all__ = ["DEFAULT_ATTRS", "FORMAT_VERSION", "IMAGE_KEYS", "SPLITS", "H5Info", "h5open", "iter_batches",
-           "open_h5", "partial_path", "read_rows", "split_indices"]
+__all__ = ["BASE_DATASETS", "DEFAULT_ATTRS", "FORMAT_VERSION", "IMAGE_KEYS", "REQUIRED_DATASETS", "SPLITS",
+           "H5Info", "h5open", "iter_batches", "missing_datasets", "open_h5", "partial_path", "read_rows",
+           "split_indices"]
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 IMAGE_KEYS = ("lr", "hr", "hr_clean")
+BASE_DATASETS = ("hr", "lr", "label", "params")  # what H5Writer creates first
+REQUIRED_DATASETS = (*BASE_DATASETS, *(f"split/{s}" for s in SPLITS))
 
 DEFAULT_ATTRS: dict[str, Any] = {
     "preset": "", "seed": -1, "source": "", "lr_mode": "", "units": "",
@@ -77,6 +80,11 @@ class H5Info:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
+def missing_datasets(f: h5py.File) -> list[str]:
+    """The datasets of :data:`REQUIRED_DATASETS` that the open file ``f`` lacks."""
+    return [name for name in REQUIRED_DATASETS if not isinstance(f.get(name), h5py.Dataset)]
+
+
 def open_h5(path: str | os.PathLike, sample_check: int = 4) -> H5Info:
     """Validate a store file and describe it; any problem raises a one-line UserError.
 
@@ -103,12 +111,16 @@ def _validate(p: Path, f: h5py.File, sample_check: int) -> H5Info:
             raise UserError(f"{p}: {msg}")
 
     attrs = {k: _plain(v) for k, v in f.attrs.items()}
-    need(attrs.get("complete") is True or attrs.get("complete") == 1,
-         "looks interrupted (attribute 'complete' is missing or false); re-create the file")
+    missing = missing_datasets(f)
+    if not (attrs.get("complete") is True or attrs.get("complete") == 1):
+        # H5Writer creates hr, lr, label and params first and marks the file complete last, so a file
+        # without them was never a lensearch file being written, whatever else it holds
+        if set(missing) & set(BASE_DATASETS):
+            raise UserError(f"{p}: not a lensearch data file (missing datasets: {', '.join(missing)})")
+        raise UserError(f"{p}: looks interrupted (attribute 'complete' is missing or false); re-create the file")
     need(attrs.get("format_version") == FORMAT_VERSION,
          f"attribute 'format_version': expected {FORMAT_VERSION}, got {attrs.get('format_version')!r}")
-    for name in ("hr", "lr", "label", "params", *(f"split/{s}" for s in SPLITS)):
-        need(isinstance(f.get(name), h5py.Dataset), f"dataset '{name}' is missing")
+    need(not missing, f"dataset '{missing[0] if missing else ''}' is missing")
     hr, lr, label, params = f["hr"], f["lr"], f["label"], f["params"]
     for name, ds in (("hr", hr), ("lr", lr)):
         need(ds.ndim == 4 and ds.shape[1] == 1,
