@@ -51,7 +51,12 @@ def test_deeplense_skips_unpaired_and_misshaped(tmp_path, capsys):
     assert report.n == 2 and open_h5(report.path).n == 2
     assert "skipped 2 unpaired file(s)" in err and "sample99.npy" in err and "sample3.npy" in err
     assert "skipped 2 mis-shaped file(s)" in err and "skipped 1 unreadable file(s)" in err
-    assert all(line.startswith("lensearch: warning:") for line in err.strip().splitlines())
+    assert all(line.startswith(f"lensearch: warning: {d}: skipped") for line in err.strip().splitlines())
+    # HR and LR files share their names: each skipped file is named with its folder, and its shape
+    misshaped = next(line for line in err.splitlines() if "mis-shaped" in line)
+    assert "HR/sample4.npy (10, 10) / LR/sample4.npy (6, 6)" in misshaped and "HR/sample5.npy (3, 12, 12)" in misshaped
+    assert misshaped.endswith("(the import keeps the most common pair: HR (12, 12) / LR (6, 6))")
+    assert "HR/sample6.npy / LR/sample6.npy" in err
 
 
 @pytest.mark.parametrize("setup, match", [

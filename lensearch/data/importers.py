@@ -5,7 +5,8 @@
   pixel scales follow :mod:`lensearch.data.fits`, as ``lensearch upscale`` does).
 
 Unpaired, unreadable and mis-shaped files (a shape other than the most common HR/LR pair) are skipped with
-one warning line per kind on stderr; NaN/inf pixels, a non-integer scale or nothing left to import are
+one warning line per kind on stderr, naming the source and each file with its folder (``HR/sample4.npy``,
+since HR and LR files share names); NaN/inf pixels, a non-integer scale or nothing left to import are
 :class:`~lensearch.errors.UserError`. Images are stored as float32 with ``lr_mode="external"``.
 """
 
@@ -48,12 +49,19 @@ def _image2d(shape: Sequence[int]) -> tuple[int, int] | None:
     return shape if len(shape) == 2 and min(shape) > 0 else None  # type: ignore[return-value]
 
 
-def _warn(skipped: dict[str, list[str]], show: int = 3) -> None:
+def _rel(path: Path) -> str:
+    """``HR/sample4.npy``: the file with its folder (HR and LR files often share their names)."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def _warn(skipped: dict[str, list[str]], what: str, kept: str = "", show: int = 3) -> None:
+    """One line per kind of skipped file, naming the source ``what`` and the first ``show`` files."""
     for kind, names in skipped.items():
         if names:
             more = ", ..." if len(names) > show else ""
-            print(f"lensearch: warning: skipped {len(names)} {kind} file(s): {', '.join(names[:show])}{more}",
-                  file=sys.stderr)
+            note = f" (the import keeps {kept})" if kind == "mis-shaped" and kept else ""
+            print(f"lensearch: warning: {what}: skipped {len(names)} {kind} file(s): "
+                  f"{', '.join(names[:show])}{more}{note}", file=sys.stderr)
 
 
 def _check_out(out: str | Path, overwrite: bool) -> Path:
@@ -72,22 +80,25 @@ def _write_pairs(pairs: list[tuple[str, Path, Path]], out: Path, *, shape: Calla
     shaped = []
     for key, hr, lr in pairs:
         try:
-            hs, ls = _image2d(shape(hr)), _image2d(shape(lr))
+            raw = tuple(shape(hr)), tuple(shape(lr))
         except UserError:
             raise
         except Exception:  # noqa: BLE001 - any unreadable file is skipped and reported
-            skipped["unreadable"].append(f"{hr.name} / {lr.name}")
+            skipped["unreadable"].append(f"{_rel(hr)} / {_rel(lr)}")
             continue
+        hs, ls = _image2d(raw[0]), _image2d(raw[1])
         if hs is None or ls is None:
-            skipped["mis-shaped"].append(hr.name if hs is None else lr.name)
+            skipped["mis-shaped"].append(f"{_rel(hr)} {raw[0]}" if hs is None else f"{_rel(lr)} {raw[1]}")
             continue
         shaped.append((key, hr, lr, hs, ls))
+    kept = ""
     if shaped:
         (hr_shape, lr_shape), _ = Counter((s[3], s[4]) for s in shaped).most_common(1)[0]
-        skipped["mis-shaped"] += [f"{h.name} {hs} / {l.name} {ls}" for _, h, l, hs, ls in shaped
+        skipped["mis-shaped"] += [f"{_rel(h)} {hs} / {_rel(l)} {ls}" for _, h, l, hs, ls in shaped
                                   if (hs, ls) != (hr_shape, lr_shape)]
         shaped = [s for s in shaped if (s[3], s[4]) == (hr_shape, lr_shape)]
-    _warn(skipped)
+        kept = f"the most common pair: HR {hr_shape} / LR {lr_shape}"
+    _warn(skipped, what, kept)
     if not shaped:
         raise UserError(f"{what}: no usable HR/LR pairs found")
     scale = hr_shape[0] // lr_shape[0]
