@@ -20,7 +20,9 @@ Output pixels are float32. Images must be finite and at least ``min_side`` px (2
 
 from __future__ import annotations
 
+import math
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from lensearch import __version__
-from lensearch.data.fits import FITS_SUFFIXES, open_fits, pick_image_hdu, rescale_wcs
+from lensearch.data.fits import FITS_SUFFIXES, open_fits, pick_image_hdu, pixel_scale, rescale_wcs
 from lensearch.errors import UserError, expect
-from lensearch.upscale.runtime import Upscaler
+from lensearch.upscale.runtime import Upscaler, as_float
 
 __all__ = ["SUFFIXES", "WRITERS", "file_kind", "file_suffix", "rescale_wcs"]
 
+PIXEL_SCALE_RTOL = 0.01  # relative pixel-scale difference from the training data that is worth a warning
 SUFFIXES = {".npy": "npy", ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", **dict.fromkeys(FITS_SUFFIXES, "fits")}
 
 
@@ -82,6 +85,15 @@ def _upscale_into(model: Upscaler, images: _Images, dst: Any, batch_size: int, p
             bar.update(b - a)
 
 
+def _check_pixel_scale(model: Upscaler, where: str, scale: float) -> None:
+    """One warning line when the input's pixel scale and the model's training LR pixel scale are both known
+    and differ by more than PIXEL_SCALE_RTOL: the model learned one sampling of the sky."""
+    trained = model.training_pixel_scale
+    if math.isfinite(scale) and math.isfinite(trained) and abs(scale / trained - 1) > PIXEL_SCALE_RTOL:
+        print(f"lensearch upscale: warning: {where}: pixel scale {scale:.4g}\"/px, but {model.name} was trained on "
+              f"LR images of {trained:.4g}\"/px; its output at another sampling is not validated", file=sys.stderr)
+
+
 def _history(model: Upscaler) -> str:
     return (f"lensearch {__version__} upscale: {model.scale}x by {model.name} ({model.backend}) from export "
             f"{model.dir.resolve().name}")
@@ -91,8 +103,11 @@ def _history(model: Upscaler) -> str:
 def _npy(model: Upscaler, src: Path, tmp: Path, batch_size: int, progress: bool, **_: Any) -> None:
     try:
         arr = np.load(src, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise UserError(f"{src}: unreadable .npy file ({err})") from None
+    except Exception as err:  # a damaged header fails in many ways (ValueError, EOFError, tokenize errors, ...)
+        reason = (str(err).strip().splitlines() or [""])[0]
+        if not isinstance(err, (OSError, ValueError, EOFError)):
+            reason = f"{type(err).__name__}: {reason}"
+        raise UserError(f"{src}: unreadable .npy file ({reason})") from None
     images = _Images(arr, str(src), model)
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=images.out_shape)
     _upscale_into(model, images, out, batch_size, progress)
@@ -113,11 +128,17 @@ def _hdf5(model: Upscaler, src: Path, tmp: Path, batch_size: int, progress: bool
           **_: Any) -> None:
     import h5py
 
-    from lensearch.data.store import open_h5
+    from lensearch.data.h5format import BASE_DATASETS, missing_datasets, open_h5
 
     attrs = {"lensearch_upscale": _history(model), "scale": model.scale, "model_dir": str(model.dir.resolve())}
     if dataset is None:  # a lensearch data file: a copy of it plus `sr`
-        open_h5(src)
+        with _h5open(src) as f:
+            missing, names = missing_datasets(f), _dataset_names(f)
+        expect(not set(missing) & set(BASE_DATASETS),
+               f"{src}: not a lensearch data file (missing datasets: {', '.join(missing)}); to upscale one of its "
+               f"datasets give --dataset NAME (datasets: {', '.join(names) or 'none'})")
+        info = open_h5(src)
+        _check_pixel_scale(model, f"{src}:lr", as_float(info.attrs.get("pixel_scale_lr")))
         shutil.copyfile(src, tmp)
         with _h5open(src) as f, _h5open(tmp, "r+") as g:
             images = _Images(f["lr"], f"{src}:lr", model)
@@ -153,6 +174,7 @@ def _fits(model: Upscaler, src: Path, tmp: Path, batch_size: int, progress: bool
     with open_fits(src) as hdul:
         index = pick_image_hdu(hdul, hdu, src)
         where, chosen = f"{src}[{index}]", hdul[index]
+        _check_pixel_scale(model, where, pixel_scale(chosen.header))
         images = _Images(chosen.data, where, model)
         out = np.empty(images.out_shape, dtype=np.float32)
         _upscale_into(model, images, out, batch_size, progress)

@@ -15,7 +15,7 @@ from lensearch.errors import UserError, expect
 from lensearch.export.layout import FILES
 from lensearch.export.read import read_export
 
-__all__ = ["BACKENDS", "Upscaler"]
+__all__ = ["BACKENDS", "Upscaler", "as_float"]
 
 BACKENDS = ("torchscript", "onnx")
 
@@ -24,7 +24,8 @@ class Upscaler:
     """An export folder loaded for inference: ``upscaler(x)`` maps float32 ``(N,C,h,w)`` to ``(N,C,s*h,s*w)``.
 
     The graphs take raw images and return SR images in the same units (normalization applied and inverted
-    inside).
+    inside). ``training_pixel_scale`` is the LR pixel scale (arcsec/px) of the data the model was trained
+    on, as the export manifest records it (``data.attrs.pixel_scale_lr``); NaN when unknown.
     """
 
     def __init__(self, model_dir: str | os.PathLike, backend: str = "torchscript", device: str = "cpu"):
@@ -34,6 +35,8 @@ class Upscaler:
         model = self.manifest["model"]
         self.name, self.scale = model["name"], int(model["scale"])
         self.in_channels, self.min_side = int(model["in_channels"]), int(model["min_side"])
+        attrs = (self.manifest.get("data") or {}).get("attrs") or {}
+        self.training_pixel_scale = as_float(attrs.get("pixel_scale_lr"))
         path = self.dir / FILES[backend]
         try:
             self._run = self._torchscript(path) if backend == "torchscript" else self._onnx(path)
@@ -65,3 +68,10 @@ class Upscaler:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._run(np.ascontiguousarray(x, dtype=np.float32))
 
+
+def as_float(value: Any) -> float:
+    """``float(value)``, NaN for anything that is not a number (a missing or empty attribute)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
