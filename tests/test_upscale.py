@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from astropy.io import fits
 from astropy.wcs import WCS
-from test_export import RDN, fake_search  # the tests' search-directory builder
+from helpers import RDN, fake_search  # the tests' search-directory builder
 
 from lensearch.cli import main
 from lensearch.data.store import open_h5
