@@ -1,7 +1,7 @@
 """``lensearch export``: trial selection, TorchScript/ONNX parity, the card, MLflow Model Registry, bad input.
 
 One real tiny search (Ray Tune + Train, 2 single-worker trials of 1 epoch) serves the end-to-end checks;
-everything else runs on hand-written search directories (:func:`fake_search`), without Ray.
+everything else runs on hand-written search directories (:func:`helpers.fake_search`), without Ray.
 """
 
 from __future__ import annotations
@@ -14,65 +14,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import RDN, fake_search, skimage_psnr  # the tests' search-directory builder, an independent PSNR
 
-from lensearch import export
 from lensearch.cli import main
 from lensearch.data.store import iter_batches
 from lensearch.data.transforms import build_normalization
-from lensearch.export import ExportError, choose_trial, find_search, verify_parity
+from lensearch.export import ExportError, choose_trial, find_search, graphs, verify_parity
 from lensearch.models import registry
-from lensearch.training.checkpoint import save_checkpoint
-from lensearch.training.config import resolve_run_config
 
 REPO = Path(__file__).resolve().parents[1]
-RDN = {"num_features": 8, "num_blocks": 1, "num_layers": 2, "growth": 8}
-
-
-def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None, epochs: dict | None = None) -> Path:
-    """A search directory as the tuner leaves it: search.yaml, budget.json (max_epochs 2), mlflow_runs.json
-    (each trial's last reported epoch: ``epochs``, default 2 = completed) + trials/<id>/checkpoints/best.pt.
-
-    ``trials``: ``{trial_id: (model, hyperparameters, normalization, metrics)}``; weights are untrained
-    (seeded), so the exported model is deterministic. The zero-initialised output conv of a bicubic-skip
-    model is re-drawn (default init): otherwise the exported network would compute plain bicubic and the
-    parity checks would not see its body.
-    """
-    search_dir = store / "searches" / f"{name}-20250101-000000"
-    search_dir.mkdir(parents=True)
-    doc = {"name": name, "objective": objective or {"metric": "val_psnr", "mode": "max"},
-           "space": {"model": {"choice": {"rdn": {}}}}}
-    (search_dir / "search.yaml").write_text(yaml.safe_dump(doc))
-    (search_dir / "budget.json").write_text(json.dumps({"num_samples": len(trials), "max_epochs": 2}))
-    logged = {tid: (epochs or {}).get(tid, 2) for tid in trials}
-    (search_dir / "mlflow_runs.json").write_text(json.dumps({"parent": None, "trials": {}, "finished": list(trials),
-                                                             "logged": logged}))
-    for trial_id, (model, params, norm, metrics) in trials.items():
-        torch.manual_seed(0)
-        net = registry.build(model, scale=2, **params)
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d) and not m.weight.any():
-                m.reset_parameters()
-        config = resolve_run_config({"data": {"path": str(data)}, "model": {"name": model, **params},
-                                     "normalization": norm})
-        payload = {"epoch": 1, "best": metrics.get("val_psnr"), "model": net.state_dict(), "ema": None,
-                   "eval_model": net.state_dict(), "model_name": model,
-                   "model_params": registry.resolve_params(model, params), "kind": registry.get(model).kind,
-                   "scale": 2, "in_channels": 1, "normalization": build_normalization(norm).state(),
-                   "config": config, "metrics": metrics, "data_path": str(data)}
-        save_checkpoint(payload, search_dir / "trials" / trial_id / "checkpoints" / "best.pt")
-    return search_dir
-
-
-def skimage_psnr(pred, ref) -> float:
-    """Mean PSNR recomputed independently of lensearch.metrics: numpy float64 + scikit-image, each pair
-    scaled by the reference image's range (the project's convention, data_range 1)."""
-    from skimage.metrics import peak_signal_noise_ratio
-
-    values = []
-    for p, r in zip(np.asarray(pred, np.float64), np.asarray(ref, np.float64)):
-        lo, span = r.min(), r.max() - r.min()
-        values.append(peak_signal_noise_ratio((r - lo) / span, (p - lo) / span, data_range=1.0))
-    return float(np.mean(values))
 
 
 def _error_line(capsys) -> str:
@@ -173,12 +123,12 @@ def test_verify_parity_reports_error_and_tolerance():
 
 def test_a_perturbed_onnx_graph_fails_the_export_with_numbers(tiny_h5, tmp_path, capsys, monkeypatch):
     fake_search(tmp_path / "mlruns", "p", {"t1": ("rdn", RDN, "minmax", {"val_psnr": 30.0})}, tiny_h5)
-    real = export._export_onnx
+    real = graphs.export_onnx
 
     def tampered(model, example, path):
         run = real(model, example, path)
         return lambda x: run(x) * 1.01
-    monkeypatch.setattr(export, "_export_onnx", tampered)
+    monkeypatch.setattr(graphs, "export_onnx", tampered)
     out = tmp_path / "model"
     assert main(["export", "p", "--store", str(tmp_path / "mlruns"), "--out", str(out), "--no-register"]) == 1
     line = _error_line(capsys)

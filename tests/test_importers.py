@@ -51,7 +51,12 @@ def test_deeplense_skips_unpaired_and_misshaped(tmp_path, capsys):
     assert report.n == 2 and open_h5(report.path).n == 2
     assert "skipped 2 unpaired file(s)" in err and "sample99.npy" in err and "sample3.npy" in err
     assert "skipped 2 mis-shaped file(s)" in err and "skipped 1 unreadable file(s)" in err
-    assert all(line.startswith("lensearch: warning:") for line in err.strip().splitlines())
+    assert all(line.startswith(f"lensearch: warning: {d}: skipped") for line in err.strip().splitlines())
+    # HR and LR files share their names: each skipped file is named with its folder, and its shape
+    misshaped = next(line for line in err.splitlines() if "mis-shaped" in line)
+    assert "HR/sample4.npy (10, 10) / LR/sample4.npy (6, 6)" in misshaped and "HR/sample5.npy (3, 12, 12)" in misshaped
+    assert misshaped.endswith("(the import keeps the most common pair: HR (12, 12) / LR (6, 6))")
+    assert "HR/sample6.npy / LR/sample6.npy" in err
 
 
 @pytest.mark.parametrize("setup, match", [
@@ -115,6 +120,43 @@ def test_fits_multi_extension(tmp_path, capsys):
     assert open_h5(out).n == 2
     with pytest.raises(UserError, match="--hdu 5 not found"):
         import_fits(hr, lr, tmp_path / "g.h5", hdu=5)
+
+
+def test_fits_import_reads_fpack_files_and_counts_hdus_from_the_end(tmp_path, capsys):
+    """The same FITS rules as ``lensearch upscale`` (lensearch.data.fits): .fits.fz files are found, paired by
+    stem and read from their compressed extension; --hdu -1 is the last HDU."""
+    rng = np.random.default_rng(0)
+    for sub in ("hr", "lr"):
+        (tmp_path / sub).mkdir()
+    for i in range(3):
+        hr = rng.normal(100, 20, (16, 16)).astype(np.float32)
+        for sub, img, cdelt in (("hr", hr, 0.05), ("lr", hr.reshape(8, 2, 8, 2).mean(axis=(1, 3)), 0.1)):
+            hdr = fits.Header({"CDELT1": -cdelt / 3600, "CDELT2": cdelt / 3600})
+            comp = fits.CompImageHDU(img, hdr, compression_type="GZIP_2", quantize_level=0.0, name="SCI")
+            fits.HDUList([fits.PrimaryHDU(), comp]).writeto(tmp_path / sub / f"obj{i}.fits.fz")
+    out = tmp_path / "fz.h5"
+    assert main(["data", "import-fits", "--hr", str(tmp_path / "hr"), "--lr", str(tmp_path / "lr"),
+                 "--out", str(out)]) == 0
+    info = open_h5(out)
+    assert (info.n, info.scale) == (3, 2) and "unpaired" not in capsys.readouterr().err
+    assert info.attrs["pixel_scale_hr"] == pytest.approx(0.05) and info.attrs["pixel_scale_lr"] == pytest.approx(0.1)
+    np.testing.assert_allclose(SRDataset(out, "all")[0]["hr"].numpy()[0],
+                               fits.getdata(tmp_path / "hr" / "obj0.fits.fz"))
+
+    for sub, size in (("hr_mef", 16), ("lr_mef", 8)):  # PRIMARY, ONE, TWO: --hdu -1 is TWO (3x the primary)
+        (tmp_path / sub).mkdir()
+        for i in range(2):
+            img = rng.random((size, size)).astype(np.float32)
+            fits.HDUList([fits.PrimaryHDU(img), fits.ImageHDU(2 * img, name="ONE"),
+                          fits.ImageHDU(3 * img, name="TWO")]).writeto(tmp_path / sub / f"m{i}.fits")
+    hr, lr = tmp_path / "hr_mef", tmp_path / "lr_mef"
+    assert main(["data", "import-fits", "--hr", str(hr), "--lr", str(lr), "--out", str(tmp_path / "m.h5"),
+                 "--hdu", "-1"]) == 0
+    np.testing.assert_allclose(SRDataset(tmp_path / "m.h5", "all")[0]["hr"].numpy()[0],
+                               3 * fits.getdata(hr / "m0.fits"), rtol=1e-6)
+    assert main(["data", "import-fits", "--hr", str(hr), "--lr", str(lr), "--out", str(tmp_path / "n.h5"),
+                 "--hdu", "-4"]) == 2
+    assert "m0.fits: --hdu -4 not found (HDUs: 0 PRIMARY, 1 ONE, 2 TWO)" in capsys.readouterr().err
 
 
 def test_import_onto_a_directory_is_refused_before_reading(tmp_path, capsys):

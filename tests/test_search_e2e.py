@@ -16,7 +16,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from test_export import skimage_psnr  # numpy + scikit-image PSNR, independent of lensearch.metrics
+from helpers import skimage_psnr  # numpy + scikit-image PSNR, independent of lensearch.metrics
 
 from lensearch.cli import main
 from lensearch.data.store import SRDataset, iter_batches

@@ -55,7 +55,7 @@ def test_switches_keep_the_same_sky(tiny):
 
 
 # --------------------------------------------------------------------------------------------- shapes
-# Published / documented instruments (module docstring; DeepLenseSim Model I: 0.05"/px, FWHM 0.087"): HR pixel
+# Published / documented instruments (docs/simulation.md; DeepLenseSim Model I: 0.05"/px, FWHM 0.087"): HR pixel
 # scale and PSF FWHM in arcsec. The scale-2 LR instrument has half the aperture: twice the pixel and FWHM.
 INSTRUMENTS = {"tiny": (0.1, 0.16), "model_i": (0.05, 0.087), "model_ii": (0.05, 0.08), "model_iii": (0.04, 0.07)}
 

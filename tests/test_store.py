@@ -154,6 +154,26 @@ def test_validation_errors(store, damage, match, capsys):
         assert len(err.strip().splitlines()) == 1 and re.search(match, err)
 
 
+def test_foreign_hdf5_is_not_called_interrupted(tmp_path, capsys):
+    """A valid HDF5 file that lensearch did not write is 'not a lensearch data file', naming what it lacks;
+    only a file with the datasets H5Writer creates first (but never marked complete) 'looks interrupted'."""
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("images", data=np.zeros((3, 8, 8), "f4"))
+        f.create_dataset("lr", data=np.zeros((3, 1, 4, 4), "f4"))
+    assert main(["data", "info", str(foreign)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"lensearch data: error: {foreign}: not a lensearch data file (missing datasets: hr, label, "
+                   f"params, split/train, split/val, split/test)")
+
+    partial = tmp_path / "x.h5.partial"  # what H5Writer has written before its rows are done
+    with h5py.File(partial, "w") as f:
+        for name, shape in (("hr", (2, 1, 8, 8)), ("lr", (2, 1, 4, 4)), ("label", (2,)), ("params", (2, 0))):
+            f.create_dataset(name, shape=shape, dtype="f4")
+    with pytest.raises(UserError, match=r"x.h5.partial: looks interrupted \(attribute 'complete' is missing"):
+        open_h5(partial)
+
+
 def test_cli_bad_files(tmp_path, capsys, store):
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"not hdf5 at all" * 10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_export import skimage_psnr  # numpy + scikit-image PSNR, independent of lensearch.metrics
+from helpers import skimage_psnr  # numpy + scikit-image PSNR, independent of lensearch.metrics
 
 from lensearch.data.store import SRDataset, train_stats
 from lensearch.data.transforms import build_normalization

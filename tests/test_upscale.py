@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from astropy.io import fits
 from astropy.wcs import WCS
-from test_export import RDN, fake_search  # the tests' search-directory builder
+from helpers import RDN, fake_search  # the tests' search-directory builder
 
 from lensearch.cli import main
 from lensearch.data.store import open_h5
@@ -163,6 +163,55 @@ def test_multi_extension_fits_needs_hdu_and_keeps_the_other_hdus(bicubic_export,
         np.testing.assert_allclose(hdul["SCI"].data, 1.0, atol=1e-5)
 
 
+def test_fpack_fits_and_hdu_counted_from_the_end(bicubic_export, tmp_path, capsys):
+    """The same FITS rules as ``data import-fits`` (lensearch.data.fits): a .fits.fz file is read from its
+    compressed extension and written back compressed, losslessly; --hdu -1 is the last HDU."""
+    data = np.random.default_rng(3).random((6, 7)).astype(np.float32)
+    comp = fits.CompImageHDU(data, _wcs_header("cd"), compression_type="RICE_1", name="SCI")  # lossy input
+    fits.HDUList([fits.PrimaryHDU(), comp]).writeto(tmp_path / "img.fits.fz")
+    with fits.open(tmp_path / "img.fits.fz") as hdul:
+        stored = hdul["SCI"].data.copy()  # what the (quantized) file holds
+    assert main(["upscale", str(bicubic_export), str(tmp_path / "img.fits.fz"), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip().endswith("img_sr.fits.fz")
+    with fits.open(tmp_path / "img_sr.fits.fz") as hdul:
+        assert [type(h).__name__ for h in hdul] == ["PrimaryHDU", "CompImageHDU"]
+        out, h = hdul["SCI"].data, hdul["SCI"].header
+        assert out.shape == (12, 14) and h["CD1_1"] == pytest.approx(-5e-5)
+        assert "upscale: 2x by bicubic" in str(h["HISTORY"])
+        np.testing.assert_allclose(out, _bicubic(stored)[0, 0], rtol=1e-5, atol=1e-5)  # no second quantization
+
+    img = np.ones((6, 7), np.float32)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img, name="SCI"), fits.ImageHDU(2 * img, name="ERR")]
+                 ).writeto(tmp_path / "mef.fits")
+    assert main(["upscale", str(bicubic_export), str(tmp_path / "mef.fits"), "--hdu", "-1", "--quiet"]) == 0
+    with fits.open(tmp_path / "mef_sr.fits") as hdul:
+        assert hdul["ERR"].data.shape == (12, 14) and hdul["SCI"].data.shape == (6, 7)
+        np.testing.assert_allclose(hdul["ERR"].data, 2.0, atol=1e-5)
+    assert main(["upscale", str(bicubic_export), str(tmp_path / "mef.fits"), "--hdu", "-4", "--overwrite"]) == 2
+    assert "mef.fits: --hdu -4 not found (HDUs: 0 PRIMARY, 1 SCI, 2 ERR)" in _error_line(capsys)
+
+
+def _damaged_files(folder):
+    """.npy and FITS files damaged the ways disks and transfers damage them: truncated, a garbled header."""
+    img = np.random.default_rng(4).random((16, 16)).astype(np.float32)
+    np.save(folder / "whole.npy", img)
+    raw = (folder / "whole.npy").read_bytes()
+    (folder / "cut.npy").write_bytes(raw[:200])
+    (folder / "header.npy").write_bytes(raw[:10] + b"{'descr': '<f4', 'fortran_order': False, 'shape': (16, 1"
+                                        + raw[60:])
+    fits.PrimaryHDU(img).writeto(folder / "whole.fits")
+    raw = (folder / "whole.fits").read_bytes()
+    (folder / "cut.fits").write_bytes(raw[:2880 + 100])  # header, then a fraction of the data
+    at = raw.index(b"NAXIS1")
+    (folder / "card.fits").write_bytes(raw[:at + 10] + b"'abc'".ljust(20) + raw[at + 30:])
+    at = raw.index(b"BITPIX")
+    (folder / "bitpix.fits").write_bytes(raw[:at + 10] + b"17".rjust(20) + raw[at + 30:])
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(img)]).writeto(folder / "whole.fits.fz")
+    with fits.open(folder / "whole.fits.fz") as hdul:
+        start = hdul.fileinfo(1)["datLoc"]  # where the compressed tiles begin
+    (folder / "cut.fits.fz").write_bytes((folder / "whole.fits.fz").read_bytes()[:start + 100])
+
+
 def test_bad_input_is_one_line_and_exit_2(bicubic_export, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     np.save(tmp_path / "small.npy", np.ones((1, 5), np.float32))
@@ -174,6 +223,9 @@ def test_bad_input_is_one_line_and_exit_2(bicubic_export, tmp_path, capsys, monk
     np.save(tmp_path / "complex.npy", np.ones((4, 4), np.complex64))
     (tmp_path / "junk.npy").write_bytes(b"\x93NUMPY garbage")
     (tmp_path / "junk.fits").write_bytes(b"SIMPLE = nonsense")
+    _damaged_files(tmp_path)
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f.create_dataset("cube", data=np.ones((2, 4, 4), np.float32))
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "ok_sr.npy").write_bytes(b"")
     garbled, missing, corrupt = (tmp_path / n for n in ("garbled", "missing", "corrupt"))
@@ -192,6 +244,15 @@ def test_bad_input_is_one_line_and_exit_2(bicubic_export, tmp_path, capsys, monk
         (model, "complex.npy"): "complex.npy: expected real numbers, got dtype complex64",
         (model, "junk.npy"): "junk.npy: unreadable .npy file",
         (model, "junk.fits"): "junk.fits: unreadable FITS file",
+        (model, "header.npy"): "header.npy: unreadable .npy file (TokenError",
+        (model, "cut.npy"): "cut.npy: unreadable .npy file",
+        (model, "cut.fits"): "cut.fits: unreadable FITS file",
+        (model, "card.fits"): "card.fits: unreadable FITS file (TypeError",
+        (model, "bitpix.fits"): "bitpix.fits: unreadable FITS file (KeyError",
+        (model, "cut.fits.fz"): "cut.fits.fz: unreadable FITS file",
+        (model, "foreign.h5"): "foreign.h5: not a lensearch data file (missing datasets: hr, lr, label, params, "
+                               "split/train, split/val, split/test); to upscale one of its datasets give --dataset "
+                               "NAME (datasets: cube)",
         (model, "notes.txt"): "notes.txt: unknown file type",
         (model, "absent.npy"): "absent.npy: no such file",
         (model, "ok.npy"): "ok_sr.npy: exists (use --overwrite",
@@ -209,6 +270,37 @@ def test_bad_input_is_one_line_and_exit_2(bicubic_export, tmp_path, capsys, monk
         line = _error_line(capsys)
         assert line.startswith("lensearch upscale: error: ") and message in line, (args, line)
     assert not list(tmp_path.glob(".partial.*"))
+
+
+def test_pixel_scale_other_than_the_training_data_warns_once(bicubic_export, tiny_h5, tmp_path, capsys):
+    """The manifest records the training data's LR pixel scale (tiny: 0.2"/px); an input whose WCS says
+    otherwise gets one warning line naming both scales, and the file is still upscaled."""
+    man = json.loads((bicubic_export / "export.json").read_text())
+    assert man["data"]["attrs"]["pixel_scale_lr"] == pytest.approx(0.2)
+    data = np.ones((6, 7), np.float32)
+    for name, arcsec in (("coarse.fits", 0.36), ("same.fits", 0.2), ("nowcs.fits", None)):
+        header = fits.Header()
+        if arcsec:
+            header.update(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CD1_1=-arcsec / 3600, CD2_2=arcsec / 3600)
+        fits.PrimaryHDU(data, header).writeto(tmp_path / name)
+    for name, warned in (("coarse.fits", True), ("same.fits", False), ("nowcs.fits", False)):
+        assert main(["upscale", str(bicubic_export), str(tmp_path / name), "--quiet"]) == 0
+        err = capsys.readouterr().err.strip().splitlines()
+        if warned:
+            assert err == [f'lensearch upscale: warning: {tmp_path / name}[0]: pixel scale 0.36"/px, but bicubic '
+                           f'was trained on LR images of 0.2"/px; its output at another sampling is not validated']
+        else:
+            assert err == [], name
+        assert (tmp_path / name.replace(".fits", "_sr.fits")).is_file()
+
+    other = tmp_path / "other.h5"  # a lensearch data file says its pixel scale in its attributes
+    shutil.copyfile(tiny_h5, other)
+    with h5py.File(other, "r+") as f:
+        f.attrs["pixel_scale_lr"] = 0.1
+    assert main(["upscale", str(bicubic_export), str(other), "--quiet"]) == 0
+    assert '0.1"/px, but bicubic was trained on LR images of 0.2"/px' in capsys.readouterr().err
+    assert main(["upscale", str(bicubic_export), str(tiny_h5), "-o", str(tmp_path / "t.h5"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_rescale_wcs_alternate_axes_untouched_third_axis():

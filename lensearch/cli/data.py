@@ -35,8 +35,8 @@ def register(subparsers: Any) -> None:
                        description="Import FITS LR/HR pairs matched by file stem.")
     p.add_argument("--hr", required=True, metavar="DIR|GLOB", help="folder or glob of HR FITS files")
     p.add_argument("--lr", required=True, metavar="DIR|GLOB", help="folder or glob of LR FITS files")
-    p.add_argument("--hdu", metavar="N|NAME", help="HDU to read (index or EXTNAME); needed for files "
-                                                   "with several image HDUs")
+    p.add_argument("--hdu", metavar="N|NAME", help="HDU to read (index, negative from the end, or EXTNAME); "
+                                                   "needed for files with several image HDUs")
     split_args(p)
     p.set_defaults(func=_import_fits)
 
@@ -70,9 +70,10 @@ def _import_deeplense(args: argparse.Namespace) -> int:
 
 
 def _import_fits(args: argparse.Namespace) -> int:
+    from lensearch.data.fits import parse_hdu
     from lensearch.data.importers import import_fits
 
-    hdu = int(args.hdu) if args.hdu is not None and args.hdu.lstrip("-").isdigit() else args.hdu
+    hdu = parse_hdu(args.hdu)
     return _print_import(import_fits(args.hr, args.lr, args.out, hdu=hdu, split_fractions=_fractions(args),
                                      seed=args.seed, overwrite=args.overwrite))
 

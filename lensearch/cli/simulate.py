@@ -10,7 +10,7 @@ optional lens light) with substructure classes no_sub, cdm (point-mass subhalos)
 masses) and optionally non_lens, and write noisy HR, noise-free HR and LR images with labels and per-image
 parameters to FILE.h5 (see docs/architecture.md). Image i depends only on (--seed, i), so a file is
 bit-for-bit reproducible for any --workers. The physics and presets are documented in
-lensearch/data/simulate.py.
+docs/simulation.md.
 
 presets: model_i (150 px, 0.05"/px, DeepLense Model I-like), model_ii (128 px; Euclid VIS-like LR),
 model_iii (128 px, 0.04"/px, HST-like), tiny (64 px, for tests and demos)."""

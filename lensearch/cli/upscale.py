@@ -25,17 +25,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (16)")
     p.add_argument("--dataset", metavar="NAME", help="HDF5: the dataset to upscale (any file layout)")
-    p.add_argument("--hdu", metavar="N|NAME", help="FITS: the image HDU (index or EXTNAME); needed when a file "
-                                                   "has several")
+    p.add_argument("--hdu", metavar="N|NAME", help="FITS: the image HDU (index, negative from the end, or "
+                                                   "EXTNAME); needed when a file has several")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lensearch.data.fits import parse_hdu
     from lensearch.upscale import upscale_files
 
-    hdu = int(args.hdu) if args.hdu is not None and args.hdu.isdigit() else args.hdu
+    hdu = parse_hdu(args.hdu)
     written = upscale_files(args.model_dir, args.inputs, args.out, backend=args.backend, device=args.device,
                             batch_size=args.batch_size, dataset=args.dataset, hdu=hdu, overwrite=args.overwrite,
                             progress=not args.quiet)

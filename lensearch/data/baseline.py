@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lensearch.data.store import iter_batches, open_h5, split_indices
+from lensearch.data.h5format import iter_batches, open_h5, split_indices
 from lensearch.errors import UserError
 from lensearch.metrics import METRIC_NAMES, MetricSums
 

@@ -1,10 +1,12 @@
 """Import external LR/HR pairs into the store format.
 
 * :func:`import_deeplense`: ``DIR/HR/sample{N}.npy`` + ``DIR/LR/sample{N}.npy``, paired by the number N.
-* :func:`import_fits`: two folders (or globs) of FITS files, paired by file stem.
+* :func:`import_fits`: two folders (or globs) of FITS files, paired by file stem (names, HDU choice and
+  pixel scales follow :mod:`lensearch.data.fits`, as ``lensearch upscale`` does).
 
 Unpaired, unreadable and mis-shaped files (a shape other than the most common HR/LR pair) are skipped with
-one warning line per kind on stderr; NaN/inf pixels, a non-integer scale or nothing left to import are
+one warning line per kind on stderr, naming the source and each file with its folder (``HR/sample4.npy``,
+since HR and LR files share names); NaN/inf pixels, a non-integer scale or nothing left to import are
 :class:`~lensearch.errors.UserError`. Images are stored as float32 with ``lr_mode="external"``.
 """
 
@@ -22,12 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from lensearch.data.store import H5Writer
+from lensearch.data.fits import fits_suffix, pixel_scale, read_image
+from lensearch.data.writer import H5Writer
 from lensearch.errors import UserError
 
 __all__ = ["ImportReport", "import_deeplense", "import_fits"]
-
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
 
 
 @dataclass
@@ -48,12 +49,19 @@ def _image2d(shape: Sequence[int]) -> tuple[int, int] | None:
     return shape if len(shape) == 2 and min(shape) > 0 else None  # type: ignore[return-value]
 
 
-def _warn(skipped: dict[str, list[str]], show: int = 3) -> None:
+def _rel(path: Path) -> str:
+    """``HR/sample4.npy``: the file with its folder (HR and LR files often share their names)."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def _warn(skipped: dict[str, list[str]], what: str, kept: str = "", show: int = 3) -> None:
+    """One line per kind of skipped file, naming the source ``what`` and the first ``show`` files."""
     for kind, names in skipped.items():
         if names:
             more = ", ..." if len(names) > show else ""
-            print(f"lensearch: warning: skipped {len(names)} {kind} file(s): {', '.join(names[:show])}{more}",
-                  file=sys.stderr)
+            note = f" (the import keeps {kept})" if kind == "mis-shaped" and kept else ""
+            print(f"lensearch: warning: {what}: skipped {len(names)} {kind} file(s): "
+                  f"{', '.join(names[:show])}{more}{note}", file=sys.stderr)
 
 
 def _check_out(out: str | Path, overwrite: bool) -> Path:
@@ -72,22 +80,25 @@ def _write_pairs(pairs: list[tuple[str, Path, Path]], out: Path, *, shape: Calla
     shaped = []
     for key, hr, lr in pairs:
         try:
-            hs, ls = _image2d(shape(hr)), _image2d(shape(lr))
+            raw = tuple(shape(hr)), tuple(shape(lr))
         except UserError:
             raise
         except Exception:  # noqa: BLE001 - any unreadable file is skipped and reported
-            skipped["unreadable"].append(f"{hr.name} / {lr.name}")
+            skipped["unreadable"].append(f"{_rel(hr)} / {_rel(lr)}")
             continue
+        hs, ls = _image2d(raw[0]), _image2d(raw[1])
         if hs is None or ls is None:
-            skipped["mis-shaped"].append(hr.name if hs is None else lr.name)
+            skipped["mis-shaped"].append(f"{_rel(hr)} {raw[0]}" if hs is None else f"{_rel(lr)} {raw[1]}")
             continue
         shaped.append((key, hr, lr, hs, ls))
+    kept = ""
     if shaped:
         (hr_shape, lr_shape), _ = Counter((s[3], s[4]) for s in shaped).most_common(1)[0]
-        skipped["mis-shaped"] += [f"{h.name} {hs} / {l.name} {ls}" for _, h, l, hs, ls in shaped
+        skipped["mis-shaped"] += [f"{_rel(h)} {hs} / {_rel(l)} {ls}" for _, h, l, hs, ls in shaped
                                   if (hs, ls) != (hr_shape, lr_shape)]
         shaped = [s for s in shaped if (s[3], s[4]) == (hr_shape, lr_shape)]
-    _warn(skipped)
+        kept = f"the most common pair: HR {hr_shape} / LR {lr_shape}"
+    _warn(skipped, what, kept)
     if not shaped:
         raise UserError(f"{what}: no usable HR/LR pairs found")
     scale = hr_shape[0] // lr_shape[0]
@@ -161,49 +172,12 @@ def import_deeplense(directory: str | Path, out: str | Path, split_fractions: Se
 def _fits_files(spec: str | Path) -> dict[str, Path]:
     spec = str(spec)
     if Path(spec).is_dir():
-        files = [p for p in sorted(Path(spec).iterdir()) if p.name.lower().endswith(FITS_SUFFIXES)]
+        files = [p for p in sorted(Path(spec).iterdir()) if fits_suffix(p)]
     else:
         files = [Path(p) for p in sorted(glob.glob(spec))]
     if not files:
         raise UserError(f"{spec}: no FITS files found (a folder or a glob such as 'dir/*.fits')")
-    stems = {}
-    for p in files:
-        name = p.name
-        for suffix in sorted(FITS_SUFFIXES, key=len, reverse=True):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        stems[name] = p
-    return stems
-
-
-def _image_hdu(hdul: Any, path: Path, hdu: int | str | None) -> Any:
-    if hdu is not None:
-        try:
-            chosen = hdul[hdu]
-        except (KeyError, IndexError):
-            names = [h.name or str(i) for i, h in enumerate(hdul)]
-            raise UserError(f"{path}: --hdu {hdu!r} not found (HDUs: {', '.join(names)})") from None
-        if chosen.data is None:
-            raise UserError(f"{path}: HDU {hdu!r} holds no image data")
-        return chosen
-    images = [h for h in hdul if getattr(h, "is_image", False) and h.data is not None]
-    if not images:
-        raise UserError(f"{path}: no image HDU with data")
-    if len(images) > 1:
-        names = ", ".join(f"{i}:{h.name}" for i, h in enumerate(hdul) if h in images)
-        raise UserError(f"{path}: {len(images)} image HDUs ({names}); choose one with --hdu N|NAME")
-    return images[0]
-
-
-def _pixel_scale(header: Any) -> float:
-    """arcsec/px from CD or CDELT keywords (degrees), NaN when absent."""
-    if "CD1_1" in header:
-        cd = [[header.get(f"CD{i}_{j}", 0.0) for j in (1, 2)] for i in (1, 2)]
-        return math.sqrt(abs(np.linalg.det(np.array(cd, dtype=float)))) * 3600
-    if "CDELT1" in header:
-        return abs(float(header["CDELT1"])) * 3600
-    return math.nan
+    return {p.name[: len(p.name) - len(fits_suffix(p))]: p for p in files}
 
 
 def import_fits(hr: str | Path, lr: str | Path, out: str | Path, hdu: int | str | None = None,
@@ -211,19 +185,17 @@ def import_fits(hr: str | Path, lr: str | Path, out: str | Path, hdu: int | str 
                 overwrite: bool = False) -> ImportReport:
     """Import FITS pairs matched by file stem from ``hr`` and ``lr`` (folders or globs).
 
-    ``hdu`` picks the extension by index or name; without it each file must hold exactly one image HDU.
-    The pixel scales of the first pair (CD/CDELT keywords) become ``pixel_scale_hr``/``pixel_scale_lr``.
+    ``hdu`` picks the extension by index (negative from the end) or name; without it each file must hold
+    exactly one image HDU. The pixel scales of the first pair (from their WCS, see
+    :func:`lensearch.data.fits.pixel_scale`) become ``pixel_scale_hr``/``pixel_scale_lr``.
     """
-    from astropy.io import fits
-
     out = _check_out(out, overwrite)
     skipped = _new_skipped()
     pairs = _pair(_fits_files(hr), _fits_files(lr), skipped)
 
     def read(path: Path) -> tuple[np.ndarray, float]:
-        with fits.open(path, memmap=False) as hdul:
-            h = _image_hdu(hdul, path, hdu)
-            return np.asarray(h.data, dtype=np.float32), _pixel_scale(h.header)
+        data, header = read_image(path, hdu)
+        return data, pixel_scale(header)
 
     attrs: dict[str, Any] = {"source": "fits", "units": "unknown"}
     if pairs:  # pixel scales of the first pair (its HDU problems surface here, naming the file)

@@ -1,0 +1,97 @@
+"""Locating a search on disk: a directory, a search name under ``<store>/searches`` or an MLflow parent run id.
+
+Reads what the tuner leaves in a search directory (``search.yaml``, ``budget.json``, ``mlflow_runs.json``);
+the names of those files come from :mod:`lensearch.search` (imported lazily, inside the functions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lensearch.errors import UserError, expect
+
+__all__ = ["SearchRef", "find_search"]
+
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+_STAMP = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # <name>-<YYYYmmdd-HHMMSS>[-n], as the tuner names search dirs
+
+
+@dataclass
+class SearchRef:
+    """One search on disk: its directory, objectives and MLflow runs."""
+
+    name: str
+    dir: Path
+    objectives: list[tuple[str, str]]
+    tracking_uri: str
+    parent_run_id: str | None = None
+    run_ids: dict[str, str] = field(default_factory=dict)
+    logged: dict[str, int] = field(default_factory=dict)  # trial -> last epoch it reported
+    max_epochs: int | None = None                        # the search's budget (budget.json)
+
+
+def _search_ref(path: Path, store: Path, tracking_uri: str | None) -> SearchRef:
+    from lensearch.search.schema import load_search
+    from lensearch.search.tracking import STATE_FILE, default_tracking_uri
+    from lensearch.search.tuner import BUDGET
+
+    path = path.resolve()
+    expect(any((path / p).exists() for p in ("search.yaml", "trials", STATE_FILE)),
+           f"{path}: not a search directory (no search.yaml, trials/ or {STATE_FILE})")
+    name, objectives = _STAMP.sub("", path.name), [("val_psnr", "max")]
+    if (path / "search.yaml").exists():
+        search = load_search(path / "search.yaml")
+        name, objectives = search.name, [(o.metric, o.mode) for o in search.objectives]
+    try:
+        runs = json.loads((path / STATE_FILE).read_text()) if (path / STATE_FILE).exists() else {}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path / STATE_FILE}: garbled ({err})") from None
+    if path.parent.name == "searches":  # <store>/searches/<dir>: the store it was logged to
+        store = path.parent.parent
+    max_epochs = None
+    try:
+        max_epochs = int(json.loads((path / BUDGET).read_text())["max_epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no budget record (older search): trials' end states stay unknown
+    return SearchRef(name, path, objectives, tracking_uri or default_tracking_uri(store),
+                     runs.get("parent"), runs.get("trials", {}), runs.get("logged", {}), max_epochs)
+
+
+def find_search(search: str, store: str | os.PathLike = "mlruns", tracking_uri: str | None = None) -> SearchRef:
+    """``search``: a search directory, a search name (its latest ``<store>/searches/<name>-*``) or an MLflow
+    parent run id; :class:`UserError` when it is none of them."""
+    store = Path(store).resolve()
+    if Path(search).is_dir():
+        return _search_ref(Path(search), store, tracking_uri)
+    dirs = sorted(p for p in (store / "searches").glob(f"{search}-*")
+                  if p.is_dir() and _STAMP.sub("", p.name) == search)
+    if dirs:
+        return _search_ref(dirs[-1], store, tracking_uri)
+    if _RUN_ID.fullmatch(search):
+        return _search_ref(_search_dir_of_run(search, store, tracking_uri), store, tracking_uri)
+    known = sorted({_STAMP.sub("", p.name) for p in (store / "searches").glob("*-*")})
+    raise UserError(f"unknown search {search!r}: not a directory, not a search name under {store / 'searches'} "
+                    f"(known: {', '.join(known) or 'none'}), not an MLflow run id")
+
+
+def _search_dir_of_run(run_id: str, store: Path, tracking_uri: str | None) -> Path:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from lensearch.search.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(store)
+    try:
+        tags = MlflowClient(uri).get_run(run_id).data.tags
+    except MlflowException:
+        raise UserError(f"unknown search {run_id!r}: no such MLflow run at {uri}") from None
+    expect(tags.get("lensearch.kind") == "search" and tags.get("lensearch.search_dir"),
+           f"MLflow run {run_id} is not the parent run of a lensearch search (kind "
+           f"{tags.get('lensearch.kind')!r}); give the search's parent run id")
+    path = Path(tags["lensearch.search_dir"])
+    expect(path.is_dir(), f"MLflow run {run_id}: its search directory {path} no longer exists")
+    return path

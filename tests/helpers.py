@@ -1,0 +1,70 @@
+"""Helpers shared by several test modules (plain functions and constants; fixtures live in conftest.py).
+
+Test modules import them as ``from helpers import ...`` (pytest puts tests/ on the import path); no test
+module imports another.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from lensearch.data.transforms import build_normalization
+from lensearch.models import registry
+from lensearch.training.checkpoint import save_checkpoint
+from lensearch.training.config import resolve_run_config
+
+__all__ = ["RDN", "fake_search", "skimage_psnr"]
+
+RDN = {"num_features": 8, "num_blocks": 1, "num_layers": 2, "growth": 8}
+
+
+def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None, epochs: dict | None = None) -> Path:
+    """A search directory as the tuner leaves it: search.yaml, budget.json (max_epochs 2), mlflow_runs.json
+    (each trial's last reported epoch: ``epochs``, default 2 = completed) + trials/<id>/checkpoints/best.pt.
+
+    ``trials``: ``{trial_id: (model, hyperparameters, normalization, metrics)}``; weights are untrained
+    (seeded), so the exported model is deterministic. The zero-initialised output conv of a bicubic-skip
+    model is re-drawn (default init): otherwise the exported network would compute plain bicubic and the
+    parity checks would not see its body.
+    """
+    search_dir = store / "searches" / f"{name}-20250101-000000"
+    search_dir.mkdir(parents=True)
+    doc = {"name": name, "objective": objective or {"metric": "val_psnr", "mode": "max"},
+           "space": {"model": {"choice": {"rdn": {}}}}}
+    (search_dir / "search.yaml").write_text(yaml.safe_dump(doc))
+    (search_dir / "budget.json").write_text(json.dumps({"num_samples": len(trials), "max_epochs": 2}))
+    logged = {tid: (epochs or {}).get(tid, 2) for tid in trials}
+    (search_dir / "mlflow_runs.json").write_text(json.dumps({"parent": None, "trials": {}, "finished": list(trials),
+                                                             "logged": logged}))
+    for trial_id, (model, params, norm, metrics) in trials.items():
+        torch.manual_seed(0)
+        net = registry.build(model, scale=2, **params)
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d) and not m.weight.any():
+                m.reset_parameters()
+        config = resolve_run_config({"data": {"path": str(data)}, "model": {"name": model, **params},
+                                     "normalization": norm})
+        payload = {"epoch": 1, "best": metrics.get("val_psnr"), "model": net.state_dict(), "ema": None,
+                   "eval_model": net.state_dict(), "model_name": model,
+                   "model_params": registry.resolve_params(model, params), "kind": registry.get(model).kind,
+                   "scale": 2, "in_channels": 1, "normalization": build_normalization(norm).state(),
+                   "config": config, "metrics": metrics, "data_path": str(data)}
+        save_checkpoint(payload, search_dir / "trials" / trial_id / "checkpoints" / "best.pt")
+    return search_dir
+
+
+def skimage_psnr(pred, ref) -> float:
+    """Mean PSNR recomputed independently of lensearch.metrics: numpy float64 + scikit-image, each pair
+    scaled by the reference image's range (the project's convention, data_range 1)."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    values = []
+    for p, r in zip(np.asarray(pred, np.float64), np.asarray(ref, np.float64)):
+        lo, span = r.min(), r.max() - r.min()
+        values.append(peak_signal_noise_ratio((r - lo) / span, (p - lo) / span, data_range=1.0))
+    return float(np.mean(values))
