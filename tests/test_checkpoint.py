@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import subprocess
 
 import numpy as np
+import pytest
 import torch
 
-from lensearch.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from lensearch.training.checkpoint import (CheckpointWriteError, capture_rng_state, load_checkpoint, restore_rng_state,
+                                          save_checkpoint)
 
 
 def _draws() -> dict:
@@ -55,3 +60,25 @@ def test_other_ranks_get_distinct_reproducible_streams():
         streams.append(_draws())
     assert _same(streams[1], streams[3])  # reproducible per rank
     assert not _same(streams[0], streams[1]) and not _same(streams[1], streams[2])
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path):
+    """A real full disk: a 512 KiB tmpfs (needs permission to mount one; skipped otherwise)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        last, best = small / "last.pt", small / "best.pt"
+        save_checkpoint({"epoch": 1, "w": torch.ones(1000)}, last, best)
+        with pytest.raises(CheckpointWriteError) as err:
+            save_checkpoint({"epoch": 2, "w": torch.ones(400_000)}, last, best)  # 1.6 MB > 512 KiB
+        assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError)
+        assert "no space left" in str(err.value) and str(last) in str(err.value) and "\n" not in str(err.value)
+        assert sorted(os.listdir(small)) == ["best.pt", "last.pt"]  # no partial .tmp file left taking space
+        for path in (last, best):
+            assert load_checkpoint(path)["epoch"] == 1  # the previous checkpoint is intact
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

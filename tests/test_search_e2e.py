@@ -233,3 +233,36 @@ def test_the_time_budget_cuts_running_trials_at_a_report_and_keeps_their_best(ra
         assert len(gap) == row.epochs
     board = leaderboard(outcome)
     assert "gap closed" in board and "cut by time budget" in board
+
+
+def test_sigterm_stops_a_search_like_ctrl_c(ray_cluster, tiny_h5, tmp_path):
+    """`kill PID` (what batch schedulers send) ends a search the way Ctrl-C does: the finished trial is kept, the
+    parent MLflow run is closed as KILLED, the resume hint is printed and the exit status is 130. It used to
+    kill the driver on the spot, leaving MLflow runs RUNNING."""
+    path = _smoke_copy(tmp_path, tiny_h5, name="terminated", budget={"num_samples": 3, "max_epochs": 2},
+                       scheduler={"name": "none"}, resources={"workers": 1})
+    store = tmp_path / "mlruns"
+    proc = subprocess.Popen([sys.executable, "-m", "lensearch", "tune", str(path), "--store", str(store),
+                             "--address", "auto"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines, deadline = [], time.time() + 240
+    try:
+        for line in proc.stdout:  # stop once the first trial has completed
+            lines.append(line)
+            if " completed" in line and line.startswith("["):
+                proc.send_signal(signal.SIGTERM)
+                break
+            assert time.time() < deadline, "".join(lines)
+        lines.append(proc.communicate(timeout=120)[0])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(lines)
+    assert proc.returncode == 130, output
+    assert "INTERRUPTED — continue with: lensearch tune" in output
+    runs_file = json.loads(next((store / "searches").glob("terminated-*")).joinpath("mlflow_runs.json").read_text())
+    assert len(runs_file["finished"]) >= 1
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    assert client.get_run(runs_file["parent"]).info.status == "KILLED"
+    for trial in runs_file["finished"]:
+        assert client.get_run(runs_file["trials"][trial]).info.status == "FINISHED"

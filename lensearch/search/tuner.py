@@ -592,25 +592,32 @@ def _reference(data_path: str, max_images: int = 0) -> dict[str, float]:
 
 
 def _fit_noting_interrupt(tuner):
-    """``tuner.fit()`` and whether Ctrl-C ended it.
+    """``tuner.fit()`` and whether Ctrl-C (or SIGTERM) ended it.
 
     Tune catches SIGINT itself (it saves the experiment and returns normally) and, on that first signal,
     puts back the handler that was installed before ``fit``. So a sentinel handler that is back in place
-    after ``fit`` means the run was interrupted.
+    after ``fit`` means the run was interrupted. SIGTERM (``kill PID``, a batch scheduler's stop) is turned
+    into that same SIGINT, so it too ends with the experiment saved, MLflow runs closed and a resume hint,
+    instead of killing the driver on the spot and leaving its Ray processes behind.
     """
     if threading.current_thread() is not threading.main_thread() or os.environ.get("TUNE_DISABLE_SIGINT_HANDLER"):
         return tuner.fit(), False
-    previous = signal.getsignal(signal.SIGINT)
+    previous, previous_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
     def sentinel(sig, frame):
         raise KeyboardInterrupt
 
+    def term_as_int(sig, frame):
+        signal.raise_signal(signal.SIGINT)
+
     signal.signal(signal.SIGINT, sentinel)
+    signal.signal(signal.SIGTERM, term_as_int)
     try:
         grid = tuner.fit()
         return grid, signal.getsignal(signal.SIGINT) is sentinel
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def train_one(config: dict[str, Any], name: str, opts: SearchOptions, source: Path | None = None) -> SearchOutcome:

@@ -7,6 +7,7 @@ resumed run continues the random sequence instead of replaying the first epoch's
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -17,17 +18,48 @@ import numpy as np
 import torch
 
 
+LOW_DISK_BYTES = 64 << 20  # a failed write with less than this free on the disk is taken for a full disk
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (usually a full disk); the previous checkpoint file is intact.
+
+    Raised in place of torch's ``RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos``,
+    which is what a full disk looks like from ``torch.save``.
+    """
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+        return
+    except (OSError, RuntimeError) as err:
+        full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        if not full and shutil.disk_usage(path.parent).free >= LOW_DISK_BYTES:
+            tmp.unlink(missing_ok=True)
+            raise
+    # Out of the except block, the failed writer (and the file it holds open) is released with the exception;
+    # only then does removing the partial file give its space back.
+    tmp.unlink(missing_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    raise CheckpointWriteError(errno.ENOSPC, f"no space left on the device to write a checkpoint "
+                                             f"({free / 2**20:.1f} MiB free; the previous file is kept; free "
+                                             f"some space or remove old searches)", str(path))
+
+
 def save_checkpoint(payload: dict[str, Any], path: Path, best_path: Path | None = None) -> None:
-    """Write ``payload`` to ``path``; also copy it to ``best_path`` when given."""
+    """Write ``payload`` to ``path``; also copy it to ``best_path`` when given.
+
+    Each file is written to a temporary name and renamed, so a failure never leaves a torn file. On a full
+    disk the temporary file is removed and :class:`CheckpointWriteError` names the file and the free space.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    _write_atomically(path, lambda tmp: torch.save(payload, tmp))
     if best_path is not None:
-        tmp_best = Path(best_path).with_name(Path(best_path).name + ".tmp")
-        shutil.copyfile(path, tmp_best)
-        os.replace(tmp_best, best_path)
+        _write_atomically(Path(best_path), lambda tmp: shutil.copyfile(path, tmp))
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any] | None:
