@@ -42,6 +42,7 @@ class TrialData:
     cost: dict[str, float]
     checkpoint: Path | None
     best: dict[str, float] = field(default_factory=dict)   # every metric at the best epoch (+ "epoch")
+    start_time: int | None = None                           # MLflow run start (ms since the epoch)
 
     @property
     def model(self) -> str:
@@ -162,7 +163,7 @@ def collect_one(search: str, store: str | Path = "mlruns", tracking_uri: str | N
         trial = TrialData(trial_id, run.info.run_id, tags.get("state", run.info.status.lower()), run.info.status,
                           {k: parse_param(v) for k, v in run.data.params.items()}, history,
                           {k: float(run.data.metrics[k]) for k in COST if k in run.data.metrics},
-                          path if path.is_file() else None)
+                          path if path.is_file() else None, start_time=run.info.start_time)
         trial.best = _best_epoch(history, *ref.objectives[0])
         trials.append(trial)
     by_id = {t.trial_id: t for t in trials}
