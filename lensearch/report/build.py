@@ -73,7 +73,8 @@ class Doc:
             elif b[0] == "ul":
                 out.append("\n".join(f"- {x}" for x in b[1]))
             elif b[0] == "table":
-                out.append("\n".join(["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])]
+                out.append("\n".join(["| " + " | ".join(h.replace("|", "/") for h in b[1]) + " |",
+                                      "|" + "---|" * len(b[1])]
                                      + ["| " + " | ".join(r) + " |" for r in b[2]]))
             elif b[0] == "img":
                 out.append(f"![{b[2]}]({b[1]})\n\n*{b[2]}*")
@@ -116,6 +117,10 @@ def _cell(value: Any) -> str:
             return f"{value:.3e}"
         return f"{value:.4f}"
     return str(value).replace("|", "/")
+
+
+def _pct(value: float | None) -> str | None:
+    return None if value is None or not math.isfinite(value) else f"{100 * value:.1f} %"
 
 
 def _slug(text: str) -> str:
@@ -258,7 +263,7 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
         gap = t.best.get("val_gap_closed", _gap(t.best.get("val_psnr"), ref, "val_psnr"))
         row = [t.model, t.trial_id, t.state, int(t.best["epoch"]), t.epochs,
                int(t.best["steps"]) if "steps" in t.best else None, t.best.get("val_psnr"), t.best.get("val_ssim"),
-               t.best.get("val_mse"), gap, int(t.cost["params"]) if "params" in t.cost else None,
+               t.best.get("val_mse"), _pct(gap), int(t.cost["params"]) if "params" in t.cost else None,
                int(t.cost["flops"]) if "flops" in t.cost else None, t.cost.get("latency_ms")]
         entry = {"model": t.model, "trial": t.trial_id, "run_id": t.run_id, **{k: t.best.get(k) for k in
                  ("val_psnr", "val_ssim", "val_mse", "epoch", "steps")}, "gap_closed": gap, **t.cost}
@@ -271,7 +276,8 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
         board.append(entry)
     for who in ("bicubic", "noise_ceiling"):
         row = [who.replace("_", " "), "-", "reference", None, None, None, ref.get(f"{who}_val_psnr"),
-               ref.get(f"{who}_val_ssim"), ref.get(f"{who}_val_mse"), 0.0 if who == "bicubic" else 1.0, None, None,
+               ref.get(f"{who}_val_ssim"), ref.get(f"{who}_val_mse"),
+               "0.0 %" if who == "bicubic" else "100.0 %", None, None,
                None]
         if test:
             m = test["metrics"].get(who)
@@ -396,7 +402,8 @@ def _headline(s: SearchData, best: list[TrialData], ref: dict[str, float]) -> li
         return []
     top = best[0]
     key = metric.replace("val_", "")
-    lines = [f"best {metric}: {top.best[metric]:.4f} ({top.model}, trial {top.trial_id}, epoch {int(top.best['epoch'])})"]
+    lines = [f"best {metric}: {top.best[metric]:.4f} ({top.model}, trial {top.trial_id}, "
+             f"epoch {int(top.best['epoch'])})"]
     bic = ref.get(f"bicubic_val_{key}")
     if bic is not None:
         lines[0] += f", {top.best[metric] - bic:+.4f} over bicubic ({bic:.4f})"
@@ -427,7 +434,7 @@ def _physics_section(doc: Doc, scores: dict[str, Any], split: str, data: Path, o
     path = figures.power_spectra(scores["frequency"], scores["ratio"], out / f"{tag}_spectrum.png")
     doc.img(path, f"residual power relative to HR per spatial frequency, mean over {scores['n']} {split} images")
     head = ["method", f"{split}_psnr", f"{split}_ssim (Gaussian 11/1.5)", f"{split}_ssim (skimage 7x7)",
-            "flux error", "|flux error|", "ring radius error (px)", "|ring radius error| (px)",
+            "flux error", "flux error, abs", "ring radius error (px)", "ring radius error, abs (px)",
             "ring centre error (px)", "ring residual", "images with a ring"]
     rows, table = [], {}
     for m in methods:
@@ -452,7 +459,9 @@ def _physics_section(doc: Doc, scores: dict[str, Any], split: str, data: Path, o
         ok = {m: t[key] for m, t in table.items() if math.isfinite(t[key])}
         if len(ok) >= 2:
             win = min(ok, key=ok.get)
-            lines.append(f"{label}: lowest for {win} ({ok[win]:.4g}); bicubic {ok.get('bicubic', float('nan')):.4g}")
+            lines.append(f"{label}: lowest for {win} ({ok[win]:.4g})"
+                         + ("; no model does better than bicubic" if win == "bicubic"
+                            else f"; bicubic {ok.get('bicubic', float('nan')):.4g}"))
     freq = scores["frequency"]
     for m, ratio in scores["ratio"].items():
         if m != "bicubic" and np.isfinite(ratio).any():

@@ -41,9 +41,9 @@ def state_kind(state: str) -> str:
     return state.split(":")[0]
 
 
-def _reference_lines(ax, reference: dict[str, float], metric: str) -> None:
+def _reference_lines(ax, reference: dict[str, float], metric: str, ceiling: bool = True) -> None:
     key = metric.replace("val_", "")
-    for who, style in (("bicubic", ":"), ("noise_ceiling", "--")):
+    for who, style in (("bicubic", ":"), ("noise_ceiling", "--"))[: 2 if ceiling else 1]:
         value = reference.get(f"{who}_val_{key}")
         if value is not None:
             ax.axhline(value, color="k", ls=style, lw=1, label=who.replace("_", " "))
@@ -93,6 +93,10 @@ def trial_lengths(trials: list, max_epochs: int | None, metric: str, path: Path)
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax.xaxis, bx.xaxis, bx.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
     ends = [t.epochs for t in trials]
     bins = np.arange(0.5, max(ends + [max_epochs or 1]) + 1.5)
     bx.hist(ends, bins=bins, color="tab:gray", edgecolor="k")
@@ -140,7 +144,7 @@ def effect_plot(effect, metric: str, reference: dict[str, float], path: Path, lo
         cats = list(effect.groups)
         for i, cat in enumerate(cats):
             ys = effect.groups[cat]
-            ax.scatter(np.full(len(ys), i) + np.linspace(-0.08, 0.08, len(ys)), ys, s=12, color="tab:gray", zorder=2)
+            ax.scatter(np.full(len(ys), i) + np.linspace(-0.12, 0.12, len(ys)), ys, s=12, color="tab:gray", zorder=2)
             mean, lo, hi, _ = summary[cat]
             err = None if not np.isfinite(lo) else [[mean - lo], [hi - mean]]
             ax.errorbar(i + 0.2, mean, yerr=err, fmt="D", color="tab:red", capsize=4, zorder=3)
@@ -150,7 +154,7 @@ def effect_plot(effect, metric: str, reference: dict[str, float], path: Path, lo
         ax.scatter(xs, ys, s=14, color="tab:blue")
         if log_x:
             ax.set_xscale("log")
-    _reference_lines(ax, reference, metric)
+    _reference_lines(ax, reference, metric, ceiling=False)  # the ceiling would flatten the differences shown
     ax.set_title(effect.param, fontsize=9)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)

@@ -187,8 +187,11 @@ def findings(effect_list: list[Effect], metric: str, mode: str, seed: int = 0) -
         diff = groups[best].mean() - groups[second].mean()
         lo, hi = _diff_ci(groups[best], groups[second], rng)
         n = groups[best].size + groups[second].size
-        verdict = "beats" if (lo > 0 or hi < 0) else "is not distinguishable from"
-        lines.append(f"{eff.param}: {best} {verdict} {second} on {metric} by {abs(diff):.3g}{unit} "
-                     f"[95 % CI {lo:.3g}, {hi:.3g}] over {n} trials "
-                     f"({groups[best].size} vs {groups[second].size})")
+        counts = f"over {n} trials ({groups[best].size} vs {groups[second].size})"
+        if lo > 0 or hi < 0:  # the CI of the difference excludes 0
+            lines.append(f"{eff.param}: {best} beats {second} on {metric} by {abs(diff):.3g}{unit} "
+                         f"[95 % CI {lo:.3g}, {hi:.3g}] {counts}")
+        else:
+            lines.append(f"{eff.param}: {best} and {second} are not distinguishable on {metric} (difference "
+                         f"{diff:.3g}{unit} [95 % CI {lo:.3g}, {hi:.3g}]) {counts}")
     return lines
