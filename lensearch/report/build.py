@@ -387,6 +387,8 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
             log(f"scoring {len(models)} best checkpoint(s) and bicubic on the {split} split of {image_file.name}")
             scores = score_images(models, image_file, split)
         _physics_section(doc, scores, split, image_file, out, tag, result)
+    elif not best:
+        doc.p(f"No trial reported {metric}: no leaderboard, image panels or physics measures.")
     else:
         doc.p("No data file at hand (pass --data FILE.h5): image panels and physics measures are left out.")
 
