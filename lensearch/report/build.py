@@ -35,6 +35,7 @@ __all__ = ["build_report"]
 
 TOP_CURVES = 6          # trials in the learning-curve figure
 PANEL_IMAGES = 2        # example images with panels
+FEW_TRIALS = 10         # below this many trials, importance is flagged as indicative
 FULL_BUDGET = ("completed", "hit its time limit")
 
 
@@ -336,7 +337,9 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
     doc.h(3, "What mattered")
     imp = importances(use, mode)
     result["importance"] = {k: v for k, v in imp.items()}
-    doc.p(f"Parameter importance from Optuna's evaluators on a study rebuilt from the {len(use)} trials {which}.")
+    doc.p(f"Parameter importance from Optuna's evaluators on a study rebuilt from the {len(use)} trials {which}."
+          + (f" With fewer than {FEW_TRIALS} trials the rankings and effects are indicative only."
+             if len(use) < FEW_TRIALS else ""))
     names = [k for k in imp if k != "skipped"]
     if names:
         path = figures.importance_bars({k: imp[k] for k in names}, out / f"{tag}_importance.png")
