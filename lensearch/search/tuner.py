@@ -4,7 +4,8 @@ one Ray Train run per trial, MLflow logging from the driver, resume, and the fin
 Layout of one search on disk (``<store>/searches/<name>-<timestamp>/``): ``search.yaml`` (the file as run),
 ``budget.json`` (the budget it started with), ``origin.json`` (its name, store, tracking URI and data file, which
 ``--resume`` reuses from any working directory), ``mlflow_runs.json`` (trial -> MLflow run),
-``trials/<trial_id>/{checkpoints/{best,last}.pt, samples.png}`` and ``tune/`` (Ray Tune's experiment state, which Tune re-uploads wholesale, so nothing of ours lives there).
+``trials/<trial_id>/{checkpoints/{best,last}.pt, samples.png}`` and ``tune/`` (Ray Tune's experiment state, which
+Tune re-uploads wholesale, so nothing of ours lives there).
 """
 
 from __future__ import annotations
