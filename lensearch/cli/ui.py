@@ -64,16 +64,20 @@ def run_ui(args) -> int:
 
     # its own session: the server and its workers form one group that we end as a whole, and a Ctrl-C in
     # the terminal reaches only us (we then stop the group in order)
-    proc = subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, yet `kill -INT PID` must stop the UI
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    proc = None
     try:
+        proc = subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
         return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up
+        for sig in previous:  # a second Ctrl-C or kill must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
         try:
-            _stop_group(proc)
+            if proc is not None:
+                _stop_group(proc)
         finally:
-            for sig, handler in {**previous, signal.SIGINT: interrupt}.items():
+            for sig, handler in previous.items():
                 signal.signal(sig, handler)
