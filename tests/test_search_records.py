@@ -128,6 +128,9 @@ def test_an_errored_trial_is_one_line_with_the_innermost_type_and_message():
     assert line == "NonFiniteLoss: non-finite loss (nan) at epoch 2, step 7: training diverged"
     assert error_summary(FloatingPointError("loss became NaN\n at epoch 2")) == \
         "FloatingPointError: loss became NaN at epoch 2"
+    # a Ray error whose cause did not survive pickling: the last line of its traceback, type shortened
+    text = "Traceback (most recent call last):\n  File x\nlensearch.training.steps.NonFiniteLoss: boom at epoch 1"
+    assert error_summary(RayTaskError("f", text, None)) == "NonFiniteLoss: boom at epoch 1"
 
     rows = [TrialRow("t_ok", "completed", 2, {"val_psnr": 31.0}, {}, None, None),
             TrialRow("t_bad", f"errored: {line}", 2, {"val_psnr": 30.0}, {}, None, None)]

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -334,10 +335,15 @@ def error_summary(err: BaseException) -> str:
         if inner is None or (_from_ray(inner) and not _from_ray(err)):
             break
         err = inner
+    if _from_ray(err) and str(err).strip():  # Ray's text is a whole traceback: its innermost useful line
+        return _short_type(error_line(str(err)))
     message = " ".join(str(err).split())
-    if _from_ray(err):  # Ray's text is a whole traceback: its innermost useful line
-        message = error_line(str(err)) if str(err).strip() else ""
     return f"{type(err).__name__}: {message}"[:500] if message else type(err).__name__
+
+
+def _short_type(line: str) -> str:
+    """``pkg.mod.Type: message`` -> ``Type: message`` (a traceback's last line names the type in full)."""
+    return re.sub(r"^(?:\w+\.)+(?=\w+: )", "", line)
 
 
 def _from_ray(err: BaseException) -> bool:
@@ -352,7 +358,7 @@ def trial_error_message(trial) -> str:
             return error_summary(err)
     except Exception:  # an error that does not unpickle here: fall back to its text
         pass
-    return error_line(trial_error_text(trial))
+    return _short_type(error_line(trial_error_text(trial)))
 
 
 def trial_error_text(trial) -> str:
