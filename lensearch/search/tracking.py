@@ -263,6 +263,7 @@ class MLflowTracker(Callback):
         run_id = self.run_id(trial.trial_id)
         text = trial_error_text(trial)
         if run_id is not None and text and trial.trial_id not in self._state["finished"]:
+            text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Ray colours its traceback for a terminal
             self.client.log_text(run_id, text, "error.txt")  # the full traceback; the terminal gets one line
         self.close_trial(trial.trial_id, "FAILED", f"errored: {trial_error_message(trial)}")
 

@@ -779,11 +779,13 @@ def one_line_summary(outcome: SearchOutcome) -> str:
                                                    ("hit_time_limit", "at their time limit")) if s[k]]
     head = (f"search '{outcome.name}': {s['trials']} trials ({', '.join(parts)}, {s['errored']} errored) "
             f"in {s['seconds']:.0f}s")
-    if outcome.interrupted:
-        head += "; INTERRUPTED" + (f" — continue with: {outcome.resume_command}" if outcome.resume_command else "")
     if best is None:
-        return head + "; no trial finished an epoch"
-    return head + f"; best {metric} {best.best[metric]:.4f} (trial {best.trial_id}, MLflow run {best.run_id})"
+        head += "; no trial finished an epoch"
+    else:
+        head += f"; best {metric} {best.best[metric]:.4f} (trial {best.trial_id}, MLflow run {best.run_id})"
+    if outcome.interrupted:  # last on the line, so the command can be copied (or parsed) to the line's end
+        head += "; INTERRUPTED" + (f" — continue with: {outcome.resume_command}" if outcome.resume_command else "")
+    return head
 
 
 def _pct(value: float | None) -> str:
