@@ -198,7 +198,7 @@ def test_interrupted_search_resumes_without_rerunning_or_relogging(ray_cluster, 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert main([*command[2:], "--quiet", "--json"]) == 0
+    assert main([*command[1:], "--quiet", "--json"]) == 0  # (after the program name)
     outcome = json.loads(capsys.readouterr().out)
     assert outcome["search_dir"] == str(search_dir)
     assert outcome["tracking_uri"] == f"sqlite:///{store / 'mlflow.db'}"  # the same database, not ./mlruns
