@@ -49,7 +49,7 @@ def test_weighted_sum(pair):
 
 
 @pytest.mark.parametrize("cfg, match", [
-    ({"pixle": "l1"}, r"loss\.pixle: unknown parameter; valid: pixel, pixel_weight"),
+    ({"pixle": "l1"}, r"loss\.pixle: unknown parameter \(did you mean 'pixel'\?\); valid: pixel, pixel_weight"),
     ({"pixel": "l3"}, r"loss\.pixel: expected one of 'l1', 'mse', 'charbonnier', got 'l3'"),
     ({"ssim_weight": -1}, r"loss\.ssim_weight: expected float in \[0, inf\]"),
     ({"adv_weight": "much"}, r"loss\.adv_weight: expected float"),

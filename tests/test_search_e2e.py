@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -162,7 +164,8 @@ def test_train_cli_two_worker_ddp_reduces_metrics_over_all_ranks(ray_cluster, ti
     assert len(losses) == 2 and losses[1] < losses[0]  # the DDP run learns
 
 
-def test_interrupted_search_resumes_without_rerunning_or_relogging(ray_cluster, tiny_h5, tmp_path):
+def test_interrupted_search_resumes_without_rerunning_or_relogging(ray_cluster, tiny_h5, tmp_path, monkeypatch,
+                                                                   capsys):
     path = _smoke_copy(tmp_path, tiny_h5, name="resumable", budget={"num_samples": 3, "max_epochs": 2},
                        scheduler={"name": "none"}, resources={"workers": 1})
     store = tmp_path / "mlruns"
@@ -186,19 +189,38 @@ def test_interrupted_search_resumes_without_rerunning_or_relogging(ray_cluster, 
     runs_file = json.loads((search_dir / "mlflow_runs.json").read_text())
     finished_before = set(runs_file["finished"])
     assert len(finished_before) >= 1
+    hint = [ln for ln in lines + proc.stdout.readlines() if "continue with: " in ln]
+    assert len(hint) == 1, "".join(lines)
 
-    outcome = run_search(load_search(path), SearchOptions(store=store, root=tmp_path, quiet=True, resume=True))
-    assert outcome.search_dir == search_dir
-    assert len(outcome.rows) == 3 and all(r.state == "completed" for r in outcome.rows)
-    client = MlflowClient(outcome.tracking_uri)
-    _, children = _children(client, outcome.parent_run_id)
-    assert len(children) == 3                         # one child per trial, none duplicated
-    for child in children:
+    # the printed command, verbatim, from another working directory (no --store: the search knows its own)
+    command = shlex.split(hint[0].split("continue with: ", 1)[1])
+    assert command[:2] == ["lensearch", "tune"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main([*command[1:], "--quiet", "--json"]) == 0  # (after the program name)
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["search_dir"] == str(search_dir)
+    assert outcome["tracking_uri"] == f"sqlite:///{store / 'mlflow.db'}"  # the same database, not ./mlruns
+    assert list(elsewhere.iterdir()) == []
+    assert len(outcome["trials"]) == 3 and all(r["state"] == "completed" for r in outcome["trials"])
+    client = MlflowClient(outcome["tracking_uri"])
+    parent, children = _children(client, outcome["parent_run_id"])
+    assert parent.info.run_id == runs_file["parent"]
+    assert sorted(c.data.tags["lensearch.trial_id"] for c in children) == sorted(r["trial_id"]
+                                                                                 for r in outcome["trials"])
+    for child in children:                            # one child per trial, none duplicated
         history = client.get_metric_history(child.info.run_id, "val_psnr")
         assert [m.step for m in history] == [1, 2]    # finished trials were not rerun or logged twice
+    # the reproducibility record: seed, versions, the data file's digest
+    assert parent.data.params["searcher_seed"] == "0"
+    for package in ("lensearch", "torch", "ray", "optuna", "mlflow", "numpy", "h5py"):
+        assert parent.data.tags[f"version.{package}"]
+    assert parent.data.params["data_sha256"] == hashlib.sha256(tiny_h5.read_bytes()).hexdigest()
 
 
-def test_a_diverging_trial_errors_alone_and_is_logged_with_its_reason(ray_cluster, tiny_h5, tmp_path):
+def test_a_diverging_trial_errors_alone_and_is_logged_with_its_reason(ray_cluster, tiny_h5, tmp_path, capfd,
+                                                                      monkeypatch):
     space = {"model": {"choice": {"rdn": {"num_features": 8, "num_blocks": 1, "num_layers": 2, "growth": 8}}},
              "optimizer": {"choice": {"sgd": {"lr": {"categorical": [1e-3, 1e30]}, "momentum": 0.0}}},
              "train": {"batch_size": 16}}
@@ -206,13 +228,25 @@ def test_a_diverging_trial_errors_alone_and_is_logged_with_its_reason(ray_cluste
     path = _smoke_copy(tmp_path, tiny_h5, name="diverge", space=space, budget={"num_samples": 2, "max_epochs": 1},
                        scheduler={"name": "none"}, resources={"workers": 1},
                        searcher={"name": "random", "seed": 0, "initial_points": points})
-    outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path, quiet=True))
-    by_lr = {r.params["optimizer.sgd.lr"]: r for r in outcome.rows}
-    assert by_lr[1e-3].state == "completed"
-    assert by_lr[1e30].state.startswith("errored:") and "non-finite loss" in by_lr[1e30].state
-    client = MlflowClient(outcome.tracking_uri)
-    failed = client.get_run(by_lr[1e30].run_id)
-    assert failed.info.status == "FAILED" and "epoch 1, step" in failed.data.tags["state"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", str(path), "--store", str(tmp_path / "mlruns")]) == 0  # progress lines on
+    out, err = capfd.readouterr()
+    # one line for the failure on the terminal (Ray's ~85-line traceback stays in MLflow): type and message
+    assert "Traceback" not in err and "Traceback" not in out, err
+    reason = "errored: NonFiniteLoss: non-finite loss"
+    assert len([ln for ln in err.splitlines() if reason in ln]) == 1, err
+    assert any(ln.startswith(f"{'-':<5}") and reason in ln for ln in out.splitlines()), out  # the leaderboard
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "diverge"]
+    runs = {r.data.params["optimizer.sgd.lr"]: r for r in client.search_runs(
+        [experiment.experiment_id], "tags.`lensearch.kind` = 'trial'")}
+    assert runs["0.001"].data.tags["state"] == "completed"
+    failed = runs["1e+30"]
+    assert failed.info.status == "FAILED" and failed.data.tags["state"].startswith(reason)
+    assert "epoch 1, step" in failed.data.tags["state"]
+    text = client.download_artifacts(failed.info.run_id, "error.txt", str(tmp_path))
+    kept = Path(text).read_text()  # the whole traceback is kept, in MLflow (without terminal colours)
+    assert kept.count('File "') >= 3 and "NonFiniteLoss" in kept and "\x1b[" not in kept, kept
 
 
 def test_the_time_budget_cuts_running_trials_at_a_report_and_keeps_their_best(ray_cluster, tiny_h5, tmp_path):

@@ -7,6 +7,8 @@ import json
 import math
 from typing import Any
 
+from lensearch.cli._args import positive_int
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("baseline", help="score bicubic/bilinear/nearest upsampling on an HDF5 file",
@@ -16,7 +18,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split", default="test", choices=["test", "val", "train", "all"], help="(test)")
     p.add_argument("--methods", default="bicubic,bilinear,nearest",
                    help="comma-separated from bicubic, bicubic-pil, bilinear, nearest (bicubic,bilinear,nearest)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (64)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
 

@@ -8,6 +8,7 @@ import math
 import sys
 from typing import Any
 
+from lensearch.cli._args import fraction, non_negative_int
 from lensearch.errors import UserError
 
 
@@ -19,9 +20,9 @@ def register(subparsers: Any) -> None:
 
     def split_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", required=True, metavar="FILE.h5", help="the HDF5 file to write")
-        p.add_argument("--val-fraction", type=float, default=0.1, help="share of rows for validation (0.1)")
-        p.add_argument("--test-fraction", type=float, default=0.1, help="share of rows for the test split (0.1)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the split assignment (0)")
+        p.add_argument("--val-fraction", type=fraction, default=0.1, help="share of rows for validation (0.1)")
+        p.add_argument("--test-fraction", type=fraction, default=0.1, help="share of rows for the test split (0.1)")
+        p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split assignment (0)")
         p.add_argument("--overwrite", action="store_true", help="replace FILE.h5 if it exists")
 
     p = sub.add_parser("import-deeplense", help="import DIR/HR/sample{N}.npy + DIR/LR/sample{N}.npy",

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lensearch.cli._args import positive_int
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -32,17 +34,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--registered-name", help="MLflow registered model name (default: lensearch-<search name>)")
     p.add_argument("--no-register", action="store_true", help="do not log or register anything in MLflow")
     p.add_argument("--device", default="cpu", help="device for scoring val/test (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch when scoring (32)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch when scoring (32)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.add_argument("--json", action="store_true", help="print the manifest as one JSON object")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lensearch.errors import expect
     from lensearch.export import ExportError, export_search
 
-    expect(args.batch_size >= 1, f"--batch-size: expected a positive integer, got {args.batch_size}")
     try:
         manifest = export_search(
             args.search, args.out, store=args.store, tracking_uri=args.tracking_uri, metric=args.metric,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lensearch.cli._args import positive_int
 from lensearch.errors import UserError
 
 
@@ -14,8 +15,8 @@ def register(subparsers) -> None:
     sub.add_parser("list", help="name, kind and summary of every model").set_defaults(func=_list)
     show = sub.add_parser("show", help="one model's hyperparameters and its cost at the default config")
     show.add_argument("name", help="model name (see `lensearch models list`)")
-    show.add_argument("--scale", type=int, default=2, help="upscaling factor (default 2)")
-    show.add_argument("--lr-size", type=int, default=32, help="LR side in px for the cost numbers (default 32)")
+    show.add_argument("--scale", type=positive_int, default=2, help="upscaling factor (default 2)")
+    show.add_argument("--lr-size", type=positive_int, default=32, help="LR side in px for the cost numbers (default 32)")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a hyperparameter for the cost numbers (repeatable)")
     show.set_defaults(func=_show)

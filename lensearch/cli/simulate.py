@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lensearch.cli._args import non_negative_int, positive_int
+
 DESCRIPTION = """\
 Simulate galaxy-galaxy strong lenses with lenstronomy (SIE + external shear, elliptical Sersic source,
 optional lens light) with substructure classes no_sub, cdm (point-mass subhalos), vortex (a string of point
@@ -22,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.h5", help="output file (written as FILE.h5.partial "
                    "and renamed when complete)")
     p.add_argument("--preset", default="tiny", help="image geometry and instrument (default: tiny)")
-    p.add_argument("--count", type=int, default=1000, help="number of images (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--count", type=positive_int, default=1000, help="number of images (default: 1000)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("--scale", type=int, choices=(2, 4), default=2, help="HR/LR size ratio (default: 2)")
     p.add_argument("--lr-mode", default="instrument", choices=("instrument", "degrade"),
                    help="instrument: the same sky seen by a coarser instrument with its own PSF and noise; "
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--non-lens", action="store_true", help="add the non_lens class (unlensed galaxies)")
     p.add_argument("--noise-free-hr", action="store_true", help="store the noise-free image as hr")
     p.add_argument("--lens-light", action="store_true", help="include the lens galaxy's light")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=handler)
 

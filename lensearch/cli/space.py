@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lensearch.cli._args import non_negative_int, positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser("space", help="inspect a search-space file (flattened parameters, sampled configurations)")
@@ -16,8 +18,8 @@ def register(sub) -> None:
     show.set_defaults(func=run_show)
     sample = verbs.add_parser("sample", help="print configurations sampled from the space (no training)")
     sample.add_argument("file", type=Path)
-    sample.add_argument("-n", "--num", type=int, default=3, help="how many (default 3)")
-    sample.add_argument("--seed", type=int, help="sampler seed (default: searcher.seed)")
+    sample.add_argument("-n", "--num", type=positive_int, default=3, help="how many (default 3)")
+    sample.add_argument("--seed", type=non_negative_int, help="sampler seed (default: searcher.seed)")
     sample.add_argument("--json", action="store_true", help="one JSON object per line")
     sample.add_argument("--profile", help="apply this profile of the file (e.g. cpu, gpu) before sampling")
     sample.set_defaults(func=run_sample)

@@ -11,14 +11,17 @@ import json
 import sys
 from pathlib import Path
 
+from lensearch.cli._args import positive_float, positive_int
+
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join an existing Ray cluster, e.g. 'auto' for the one running on this "
                                      "machine or HOST:6379 (default: start a local one)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite database under STORE)")
-    p.add_argument("--store", default="mlruns", type=Path,
-                   help="where searches, checkpoints and the default MLflow database live (default: ./mlruns)")
-    p.add_argument("--workers", type=int, help="Ray Train workers per trial (DDP when > 1)")
+    p.add_argument("--store", type=Path,
+                   help="where searches, checkpoints and the default MLflow database live (default: ./mlruns; "
+                        "with --resume: the store the search started in)")
+    p.add_argument("--workers", type=positive_int, help="Ray Train workers per trial (DDP when > 1)")
     gpu = p.add_mutually_exclusive_group()
     gpu.add_argument("--gpu", dest="gpu", action="store_const", const="on", help="train on GPU (NCCL)")
     gpu.add_argument("--cpu", dest="gpu", action="store_const", const="off", help="train on CPU (gloo)")
@@ -36,9 +39,9 @@ def register(sub) -> None:
                     "(one parent run per search, one child run per trial).",
     )
     p.add_argument("file", type=Path, help="search-space file, e.g. search_spaces/smoke.yaml")
-    p.add_argument("--num-samples", type=int, help="override budget.num_samples")
-    p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+    p.add_argument("--num-samples", type=positive_int, help="override budget.num_samples")
+    p.add_argument("--max-epochs", type=positive_int, help="override budget.max_epochs")
+    p.add_argument("--time-budget", type=positive_float, metavar="SECONDS",
                    help="override budget.time_budget_s: the whole search stops after this many seconds; trials "
                         "still running are cut at their last report and keep their best checkpoint")
     p.add_argument("--profile", help="apply this profile of the file (default: 'gpu' when the Ray cluster has a "
@@ -48,8 +51,9 @@ def register(sub) -> None:
                         "file's data section")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="SEARCH_DIR",
                    help="continue an interrupted search (the latest one of this name, or SEARCH_DIR) with the "
-                        "search file and budget it started with: finished trials are neither rerun nor logged "
-                        "twice; unfinished ones continue from their last checkpoint")
+                        "search file, budget, data, store and tracking URI it started with: finished trials are "
+                        "neither rerun nor logged twice; unfinished ones continue from their last checkpoint. "
+                        "Without --resume, a second search of the same name in one store is refused")
     add_run_options(p)
     p.set_defaults(func=run_tune)
 
@@ -60,7 +64,7 @@ def register(sub) -> None:
                     "optimizer, scheduler, loss, train (see lensearch/training/config.py).",
     )
     t.add_argument("file", type=Path, help="run configuration YAML")
-    t.add_argument("--epochs", type=int, help="override train.epochs")
+    t.add_argument("--epochs", type=positive_int, help="override train.epochs")
     t.add_argument("--name", help="name of the run (default: the file's stem)")
     add_run_options(t)
     t.set_defaults(func=run_train)
@@ -71,7 +75,7 @@ def _options(args, **extra):
 
     return SearchOptions(address=args.address, tracking_uri=args.tracking_uri, store=args.store,
                          workers=args.workers, gpu=args.gpu, log_checkpoints=not args.no_log_checkpoints,
-                         quiet=args.quiet, **extra)
+                         quiet=args.quiet, debug=args.debug, **extra)
 
 
 def _finish(outcome, args) -> int:
@@ -91,16 +95,19 @@ def _finish(outcome, args) -> int:
 
 
 def run_tune(args) -> int:
+    from lensearch.errors import UserError, expect
     from lensearch.search.schema import load_search
     from lensearch.search.tuner import run_search
 
-    from lensearch.errors import expect
-
-    for flag, value in (("--num-samples", args.num_samples), ("--max-epochs", args.max_epochs)):
-        expect(value is None or value >= 1, f"{flag}: expected an integer >= 1, got {value}")
-    expect(args.time_budget is None or args.time_budget > 0,
-           f"--time-budget: expected a number of seconds > 0, got {args.time_budget}")
+    # (numbers were range-checked by their argparse types: see lensearch/cli/_args.py)
     expect(args.data is None or args.data.is_file(), f"--data {args.data}: no such file")
+    if args.data is not None:  # a file that is not a data file is one line now, not after Ray has started
+        from lensearch.data.store import open_h5
+
+        try:
+            open_h5(args.data)
+        except UserError as err:
+            raise UserError(f"--data {err}") from None
     search = load_search(args.file)
     outcome = run_search(search, _options(args, num_samples=args.num_samples, max_epochs=args.max_epochs,
                                           resume=args.resume, time_budget_s=args.time_budget,
@@ -121,7 +128,7 @@ def run_train(args) -> int:
         check_run_config(config)
     except UserError as err:
         raise UserError(f"{args.file}: {err}") from None
-    if args.epochs:
+    if args.epochs is not None:
         config["train"]["epochs"] = args.epochs
     outcome = train_one(config, args.name or args.file.stem, _options(args), source=args.file)
     row = outcome.rows[0] if outcome.rows else None

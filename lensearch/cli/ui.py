@@ -1,20 +1,49 @@
-"""``lensearch ui`` — the MLflow UI on the project's store."""
+"""``lensearch ui`` — the MLflow UI on the project's store.
+
+The MLflow server runs in its own process group (it starts uvicorn workers and a huey job consumer of its
+own). Whatever ends ``lensearch ui`` — Ctrl-C, ``kill PID`` (SIGTERM), ``kill -INT PID``, a closed terminal
+(SIGHUP) — ends that whole group, so no server keeps the port or the database after it.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from lensearch.cli._args import port_number
+
+STOP_GRACE_S = 10.0  # how long the server group gets to exit on SIGTERM before it is killed
+
 
 def register(sub) -> None:
-    p = sub.add_parser("ui", help="start the MLflow UI on the default store (compare runs, metrics, sample grids)")
+    p = sub.add_parser("ui", help="start the MLflow UI on the default store (compare runs, metrics, sample grids)",
+                       description="Serve the MLflow UI on the store's database until Ctrl-C or `kill PID`; "
+                                   "either ends the server and all the processes it started.")
     p.add_argument("--store", default="mlruns", type=Path, help="the store folder (default: ./mlruns)")
     p.add_argument("--tracking-uri", help="a tracking URI instead of the store's database")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=port_number, default=5000)
     p.set_defaults(func=run_ui)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, then SIGKILL whatever is left after :data:`STOP_GRACE_S`."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    try:  # the group may outlive its leader (workers still shutting down): make sure it is gone
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def run_ui(args) -> int:
@@ -29,7 +58,26 @@ def run_ui(args) -> int:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port)]
     print(f"lensearch: MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C to stop", file=sys.stderr)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt  # unwinds to the finally below, in the main thread
+
+    # its own session: the server and its workers form one group that we end as a whole, and a Ctrl-C in
+    # the terminal reaches only us (we then stop the group in order)
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, yet `kill -INT PID` must stop the UI
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    proc = None
     try:
-        return subprocess.call(cmd, env=os.environ.copy())
+        proc = subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
+        return proc.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        for sig in previous:  # a second Ctrl-C or kill must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            if proc is not None:
+                _stop_group(proc)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

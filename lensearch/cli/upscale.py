@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lensearch.cli._args import positive_int
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -23,7 +25,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--backend", choices=["torchscript", "onnx"], default="torchscript",
                    help="the exported graph to run (default: torchscript)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (16)")
     p.add_argument("--dataset", metavar="NAME", help="HDF5: the dataset to upscale (any file layout)")
     p.add_argument("--hdu", metavar="N|NAME", help="FITS: the image HDU (index, negative from the end, or "
                                                    "EXTNAME); needed when a file has several")

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from lensearch.errors import UserError
+from lensearch.errors import UserError, did_you_mean
 
 KINDS = ("interp", "pixel", "gan", "diffusion")  # model kinds; discriminators have kind "discriminator"
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -103,7 +103,7 @@ def coerce_params(params: tuple[Param, ...], values: dict[str, Any], where: str)
     for key in values:
         if key not in known:
             valid = ", ".join(known) or "(none: this takes no parameters)"
-            raise UserError(f"{where}.{key}: unknown parameter; valid: {valid}")
+            raise UserError(f"{where}.{key}: unknown parameter{did_you_mean(key, known)}; valid: {valid}")
     return {p.name: p.coerce(values[p.name], f"{where}.{p.name}") if p.name in values else p.default
             for p in params}
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lensearch.errors import UserError
+from lensearch.errors import UserError, did_you_mean
 from lensearch.training.config import DATA_DEFAULTS
 from lensearch.yamlfile import read_yaml
 
@@ -188,7 +188,7 @@ def _section(raw: Any, name: str) -> dict[str, Any]:
     out = {}
     for key, value in raw.items():
         if key not in keys:
-            raise UserError(f"{name}.{key}: unknown key; valid keys: {', '.join(keys)}")
+            raise UserError(f"{name}.{key}: unknown key{did_you_mean(key, keys)}; valid keys: {', '.join(keys)}")
         problem = keys[key].check(value)
         if problem:
             raise UserError(f"{name}.{key}: {problem}, got {value!r}")
@@ -248,7 +248,7 @@ def _check_profiles(raw: Any) -> dict[str, dict[str, Any]]:
             raise UserError(f"profiles.{name}: expected a mapping of sections, got {body!r}")
         for section in body:
             if section not in PROFILE_SECTIONS:
-                raise UserError(f"profiles.{name}.{section}: unknown section; valid: {', '.join(PROFILE_SECTIONS)}")
+                raise UserError(f"profiles.{name}.{section}: unknown section{did_you_mean(section, PROFILE_SECTIONS)}; valid: {', '.join(PROFILE_SECTIONS)}")
     return raw
 
 
@@ -259,7 +259,7 @@ def parse_search(raw: Any, path: Path, profile: str | None = None) -> SearchFile
         raise UserError(f"expected a mapping at the top level, got {type(raw).__name__}")
     unknown = [k for k in raw if k not in TOP_LEVEL]
     if unknown:
-        raise UserError(f"{unknown[0]}: unknown top-level key; valid keys: {', '.join(TOP_LEVEL)}")
+        raise UserError(f"{unknown[0]}: unknown top-level key{did_you_mean(unknown[0], TOP_LEVEL)}; valid keys: {', '.join(TOP_LEVEL)}")
     profiles = _check_profiles(raw.get("profiles"))
     for name, body in profiles.items():
         if name != profile:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from lensearch.errors import UserError
+from lensearch.errors import UserError, did_you_mean
 
 DISTRIBUTIONS = ("categorical", "int", "logint", "float", "logfloat")
 SPACE_SECTIONS = ("model", "discriminator", "normalization", "augment", "optimizer", "scheduler", "loss", "train")
@@ -253,7 +253,7 @@ def compile_space(raw: Any) -> Space:
     items = {}
     for section, value in raw.items():
         if section not in SPACE_SECTIONS:
-            raise UserError(f"space.{section}: unknown section; valid sections: {', '.join(SPACE_SECTIONS)}")
+            raise UserError(f"space.{section}: unknown section{did_you_mean(section, SPACE_SECTIONS)}; valid sections: {', '.join(SPACE_SECTIONS)}")
         node = _parse(value, f"space.{section}")
         if isinstance(node, Choice) and section not in CHOICE_SECTIONS:
             raise UserError(f"space.{section}: a choice is only allowed in {', '.join(CHOICE_SECTIONS)}")

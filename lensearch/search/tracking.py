@@ -6,7 +6,7 @@ beside it (MLflow 3.17 refuses the plain ``./mlruns`` file store); ``--tracking-
 
 Child runs get every sampled parameter under its path-qualified name (``model``, ``model.rdn.num_blocks``),
 per-epoch metrics with ``step = epoch``, a final ``state`` tag (``completed``, ``stopped early at epoch k``,
-``errored: <reason>``), the sample grid (LR | bicubic | SR | HR | residual) and the best checkpoint.
+``errored: <Type>: <message>``, with the full traceback as the artifact ``error.txt``), the sample grid (LR | bicubic | SR | HR | residual) and the best checkpoint.
 
 Which MLflow run belongs to which trial is kept in ``mlflow_runs.json`` in the search directory, so a
 resumed search keeps logging into the same runs and never logs a finished trial twice.
@@ -18,12 +18,14 @@ import json
 import math
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from lensearch import __version__
+from lensearch.errors import UserError
 from lensearch.search.refit import REFIT_OF, refit_state
 from lensearch.training.runner import error_line
 
@@ -37,9 +39,40 @@ def default_store(root: Path | None = None) -> Path:
     return (Path(root or Path.cwd()) / "mlruns").resolve()
 
 
-def default_tracking_uri(store: Path) -> str:
-    store.mkdir(parents=True, exist_ok=True)
+def default_tracking_uri(store: Path, create: bool = True) -> str:
+    """The SQLite database under ``store`` (``create``: make the folder, which SQLite needs to open it)."""
+    if create:
+        store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+    """Refuse a ``--tracking-uri`` that cannot work, in one line, before anything starts: an HTTP(S) server that
+    does not answer (MLflow's client would retry for minutes), a SQLite database in a folder that does not
+    exist, or a scheme MLflow does not know."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+                pass
+        except urllib.error.HTTPError:
+            pass  # something answers (a proxy, an older server without /health): MLflow will say more
+        except (OSError, ValueError) as err:
+            reason = getattr(err, "reason", None) or err
+            reason = getattr(reason, "strerror", None) or reason
+            raise UserError(f"--tracking-uri {uri}: no MLflow server answers there ({reason})") from None
+    elif parsed.scheme == "sqlite":
+        db = uri.removeprefix("sqlite:///")
+        if db and db != ":memory:" and not Path(db).parent.is_dir():
+            raise UserError(f"--tracking-uri {uri}: the folder {Path(db).parent} does not exist")
+    elif parsed.scheme and parsed.scheme not in ("file", "databricks", "postgresql", "mysql", "mssql", "uc",
+                                                 "databricks-uc") and "+" not in parsed.scheme:
+        raise UserError(f"--tracking-uri {uri}: unknown scheme '{parsed.scheme}'; expected http(s)://HOST:PORT, "
+                        f"sqlite:///PATH or another MLflow store URI")
 
 
 def get_experiment_id(client, name: str, store: Path | None) -> str:
@@ -51,12 +84,45 @@ def get_experiment_id(client, name: str, store: Path | None) -> str:
 
 
 def versions() -> dict[str, str]:
+    """The versions that decide a search's results (logged as ``version.*`` tags on the parent run)."""
+    import h5py
+    import mlflow
+    import numpy
     import optuna
     import ray
     import torch
 
     return {"lensearch": __version__, "ray": ray.__version__, "torch": torch.__version__,
-            "optuna": optuna.__version__, "python": platform.python_version()}
+            "optuna": optuna.__version__, "mlflow": mlflow.__version__, "numpy": numpy.__version__,
+            "h5py": h5py.__version__, "python": platform.python_version()}
+
+
+def file_digest(path: str | Path, cache: Path | None = None, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in ``chunk``-byte blocks; remembered in ``cache`` (a JSON file) by the file's
+    path, size and modification time, so a multi-GB data file is hashed once, not on every search."""
+    import hashlib
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    key, stamp = str(path), [stat.st_size, stat.st_mtime_ns]
+    known: dict[str, Any] = {}
+    if cache is not None and cache.exists():
+        try:
+            known = json.loads(cache.read_text())
+        except ValueError:
+            known = {}
+        if known.get(key, {}).get("stamp") == stamp:
+            return known[key]["sha256"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    if cache is not None:
+        known[key] = {"stamp": stamp, "sha256": digest.hexdigest()}
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, cache)
+    return digest.hexdigest()
 
 
 def _numeric(result: dict[str, Any]) -> dict[str, float]:
@@ -198,6 +264,11 @@ class MLflowTracker(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ensure()
+        run_id = self.run_id(trial.trial_id)
+        text = trial_error_text(trial)
+        if run_id is not None and text and trial.trial_id not in self._state["finished"]:
+            text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Ray colours its traceback for a terminal
+            self.client.log_text(run_id, text, "error.txt")  # the full traceback; the terminal gets one line
         self.close_trial(trial.trial_id, "FAILED", f"errored: {trial_error_message(trial)}")
 
     def close_trial(self, trial_id: str, status: str, state: str) -> None:
@@ -252,8 +323,51 @@ CUT_BY_TIME_BUDGET = "cut by time budget at epoch {epoch}"
 FULL_BUDGET_STATES = ("completed", "hit its time limit")
 
 
+def error_summary(err: BaseException) -> str:
+    """``"Type: message"`` of the innermost error of our own code that ``err`` wraps, on one line.
+
+    Ray wraps a trial's exception in a ``RayTaskError`` (whose ``cause`` is the original) and prints ~85 lines
+    of traceback; the type and message of the original are what a user needs (``NonFiniteLoss: non-finite
+    loss (nan) at epoch 2, ...``). Chains are followed (``.cause``, then ``raise ... from``) down to the last
+    exception that is not one of Ray's own.
+    """
+    seen = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        inner = getattr(err, "cause", None)
+        if not isinstance(inner, BaseException):
+            inner = err.__cause__
+        if inner is None or (_from_ray(inner) and not _from_ray(err)):
+            break
+        err = inner
+    if _from_ray(err) and str(err).strip():  # Ray's text is a whole traceback: its innermost useful line
+        return _short_type(error_line(str(err)))
+    message = " ".join(str(err).split())
+    return f"{type(err).__name__}: {message}"[:500] if message else type(err).__name__
+
+
+def _short_type(line: str) -> str:
+    """``pkg.mod.Type: message`` -> ``Type: message`` (a traceback's last line names the type in full)."""
+    return re.sub(r"^(?:\w+\.)+(?=\w+: )", "", line)
+
+
+def _from_ray(err: BaseException) -> bool:
+    return type(err).__module__.split(".")[0] == "ray"
+
+
 def trial_error_message(trial) -> str:
-    """The useful line of a trial's error, for a one-line state."""
+    """The useful line of a trial's error, for a one-line state (see :func:`error_summary`)."""
+    try:
+        err = trial.get_pickled_error()
+        if err is not None:
+            return error_summary(err)
+    except Exception:  # an error that does not unpickle here: fall back to its text
+        pass
+    return _short_type(error_line(trial_error_text(trial)))
+
+
+def trial_error_text(trial) -> str:
+    """The full text (traceback) Tune kept of a trial's error, or ``""``."""
     text = ""
     try:
         err = trial.get_error()
@@ -262,4 +376,4 @@ def trial_error_message(trial) -> str:
         pass
     if not text and getattr(trial, "error_file", None) and Path(trial.error_file).exists():
         text = Path(trial.error_file).read_text()
-    return error_line(text)
+    return text

@@ -2,8 +2,10 @@
 one Ray Train run per trial, MLflow logging from the driver, resume, and the final leaderboard.
 
 Layout of one search on disk (``<store>/searches/<name>-<timestamp>/``): ``search.yaml`` (the file as run),
-``mlflow_runs.json`` (trial -> MLflow run), ``trials/<trial_id>/{checkpoints/{best,last}.pt, samples.png}``
-and ``tune/`` (Ray Tune's experiment state, which Tune re-uploads wholesale, so nothing of ours lives there).
+``budget.json`` (the budget it started with), ``origin.json`` (its name, store, tracking URI and data file, which
+``--resume`` reuses from any working directory), ``mlflow_runs.json`` (trial -> MLflow run),
+``trials/<trial_id>/{checkpoints/{best,last}.pt, samples.png}`` and ``tune/`` (Ray Tune's experiment state, which
+Tune re-uploads wholesale, so nothing of ours lives there).
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from ray.tune import Callback
 from lensearch.errors import UserError, expect
 from lensearch.search.refit import REFIT, REFIT_OF, START_S, load_refit_config, pick, refit_seconds
 from lensearch.search.schema import INCOMPARABLE_METRICS, SearchFile, load_search
-from lensearch.search.tracking import CUT_BY_TIME_BUDGET, FULL_BUDGET_STATES, end_state, trial_error_message
+from lensearch.search.tracking import (CUT_BY_TIME_BUDGET, FULL_BUDGET_STATES, end_state, error_summary,
+                                       trial_error_message)
 from lensearch.training.config import MONITORABLE, resolve_run_config
-from lensearch.training.runner import Resources, describe_failure
+from lensearch.training.runner import Resources
 
 SEARCHES = "searches"
 TRIALS = "trials"
 TUNE = "tune"
 BUDGET = "budget.json"  # the budget a search started with (CLI overrides applied), reused by --resume
+ORIGIN = "origin.json"  # the search's name, store, tracking URI and data file, reused by --resume
 COST_METRICS = ("params", "flops", "latency_ms")
 
 
@@ -255,7 +259,7 @@ class SearchOptions:
     max_epochs: int | None = None
     address: str | None = None
     tracking_uri: str | None = None
-    store: Path = field(default_factory=lambda: Path("mlruns"))
+    store: Path | None = None            # None: ./mlruns under root (resuming: the store the search started in)
     resume: bool | str = False           # True: latest search of this name; str: a search directory
     workers: int | None = None
     gpu: str | None = None               # auto | on | off
@@ -264,6 +268,7 @@ class SearchOptions:
     profile: str | None = None           # a profile of the search file (default: chosen for the cluster)
     data: Path | None = None             # train on this HDF5 file instead of the file's data section
     quiet: bool = False
+    debug: bool = False                  # let Ray print each failed trial's whole traceback too
     root: Path = field(default_factory=Path.cwd)
     cpus_per_worker: float | None = None  # override resources.cpus_per_worker (capped to what fits)
     callbacks: list = field(default_factory=list)  # extra Ray Tune callbacks (benchmarks, notebooks)
@@ -292,6 +297,7 @@ class SearchOutcome:
     interrupted: bool = False
     search_file: Path | None = None
     reference: dict[str, float] = field(default_factory=dict)  # bicubic and noise ceiling on the val split
+    resume_command: str | None = None  # the command that continues this search (searches, not `train`)
 
     @property
     def finished(self) -> list[TrialRow]:
@@ -305,16 +311,26 @@ class SearchOutcome:
         return (max if mode == "max" else min)(rows, key=lambda r: r.best[metric])
 
 
-def _resolve_search_dir(search: SearchFile, searches: Path, resume: bool | str) -> tuple[Path, bool]:
+_STAMPED = r"-\d{8}-\d{6}(-\d+)?$"  # <name>-<YYYYmmdd-HHMMSS>[-n]
+
+
+def _resolve_search_dir(search: SearchFile, searches: Path, resume: bool | str,
+                        unique: bool = False) -> tuple[Path, bool]:
+    """The search's directory and whether it is resumed. ``unique``: refuse to start a second search of the
+    same name in this store (its results would be split over two directories and two MLflow parents)."""
     if isinstance(resume, str):
         path = Path(resume).resolve()
         expect(path.is_dir(), f"--resume {resume}: no such search directory")
         return path, True
+    pattern = re.compile(re.escape(search.name) + _STAMPED)  # not "smoke-big-..." for "smoke"
+    candidates = sorted(p for p in searches.glob(f"{search.name}-*") if p.is_dir() and pattern.match(p.name))
     if resume:
-        pattern = re.compile(re.escape(search.name) + r"-\d{8}-\d{6}(-\d+)?$")  # not "smoke-big-..." for "smoke"
-        candidates = sorted(p for p in searches.glob(f"{search.name}-*") if p.is_dir() and pattern.match(p.name))
         expect(candidates, f"--resume: no earlier search named '{search.name}' under {searches}")
         return candidates[-1], True
+    expect(not unique or not candidates,
+           f"{search.path}: a search named '{search.name}' already exists in {searches} "
+           f"({candidates[-1].name if candidates else ''}); continue it with --resume, or give this one another "
+           f"name (the file's name: key)")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = searches / f"{search.name}-{stamp}"
     n = 1
@@ -328,7 +344,7 @@ def _resources(search: SearchFile, opts: SearchOptions, cluster: dict[str, float
     res = search.resources
     gpu = opts.gpu or res["gpu"]
     use_gpu = {"auto": None, "on": True, "off": False, True: True, False: False}[gpu]
-    return Resources(workers=opts.workers or res["workers"], use_gpu=use_gpu,
+    return Resources(workers=res["workers"] if opts.workers is None else opts.workers, use_gpu=use_gpu,
                      cpus_per_worker=float(opts.cpus_per_worker or res["cpus_per_worker"]),
                      gpus_per_worker=float(res["gpus_per_worker"])).resolved(cluster)
 
@@ -338,20 +354,37 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     trained (``lensearch train``), tracked exactly like a search trial."""
     from ray import tune
 
-    from lensearch.search.tracking import MLflowTracker, default_tracking_uri
+    from lensearch.search.tracking import MLflowTracker, check_tracking_uri, default_tracking_uri, file_digest
     from lensearch.training.cluster import connect
     from lensearch.training.runner import prepare_data
 
     t0 = time.time()
-    store = (opts.root / opts.store).resolve() if not Path(opts.store).is_absolute() else Path(opts.store)
-    tracking_uri = opts.tracking_uri or default_tracking_uri(store)
-    searches = store / SEARCHES
-    search_dir, resuming = _resolve_search_dir(search, searches, opts.resume)
+    # a failed trial is one line (ProgressPrinter) and its traceback goes to MLflow (error.txt), not ~85 lines
+    # of Tune's log on the terminal; --debug brings them back
+    if opts.debug:
+        os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1"
+    else:
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    store = _absolute(opts.store or "mlruns", opts.root)
+    if opts.tracking_uri:
+        check_tracking_uri(opts.tracking_uri)
+    search_dir, resuming = _resolve_search_dir(search, store / SEARCHES, opts.resume, unique=fixed_config is None)
+    origin = _resumed_origin(search_dir, opts) if resuming else {}
+    expect(not resuming or tune.Tuner.can_restore(str(search_dir / TUNE)),
+           f"--resume: {search_dir} holds no restorable search state")  # said before Ray starts, not after
+    store = Path(origin.get("store") or store)
+    tracking_uri = origin.get("tracking_uri") or opts.tracking_uri or default_tracking_uri(store, create=False)
     budget_file = search_dir / BUDGET
     recorded = json.loads(budget_file.read_text()) if resuming and budget_file.exists() else None
     if recorded is not None and fixed_config is None and (search_dir / "search.yaml").exists():
-        # Continue exactly what was started: the recorded search file and budget, not today's edits/flags.
+        # Continue exactly what was started: the recorded search file and budget, not today's edits/flags
+        # (and its name, which a file without `name:` took from its own file name, not from "search.yaml").
         search = load_search(search_dir / "search.yaml")
+        name = origin.get("name") or re.sub(_STAMPED, "", search_dir.name)
+        if name != search.name:
+            from lensearch.search.schema import parse_search
+
+            search = parse_search({**search.raw, "name": name}, search.path)
 
     handle = connect(opts.address)
     try:
@@ -381,6 +414,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                    f"(each trial's loss is in its own normalization and loss terms); use a val_* image metric")
         if budget.get("data_path"):
             search.data = {**search.data, "path": budget["data_path"], "preset": None}
+        elif origin.get("data_path"):  # the file it started on, wherever the resume is run from
+            search.data = {**search.data, "path": origin["data_path"]}
         max_epochs = budget["max_epochs"]
 
         try:
@@ -410,6 +445,9 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         record = search_dir / ("run.yaml" if fixed_config is not None else "search.yaml")
         if not resuming:
             budget_file.write_text(json.dumps(budget))
+            (search_dir / ORIGIN).write_text(json.dumps({"name": search.name, "store": str(store),
+                                                          "tracking_uri": tracking_uri,
+                                                          "data_path": run_info["data_path"]}, indent=1))
             if fixed_config is not None:
                 record.write_text(yaml.safe_dump(fixed_config, sort_keys=False))
             else:
@@ -434,6 +472,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                        "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,
                        "use_gpu": bool(resources.use_gpu), "max_concurrent": concurrency,
                        "data": run_info["data_path"],
+                       # what decides the results besides the code: data file contents (versions are tags)
+                       "data_sha256": file_digest(run_info["data_path"], store / "digests.json"),
                        "objective": ", ".join(f"{o.metric} {o.mode}" for o in search.objectives)},
             "artifacts": [record],
             "tags": {"lensearch.search_file": str(search.path)},
@@ -471,6 +511,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         if refit_s and not outcome.interrupted:
             _refit(outcome, search, trainable, refit_s, concurrency, callbacks, tracker, max_epochs, t0,
                    quiet=opts.quiet)
+        if fixed_config is None:
+            outcome.resume_command = resume_command(search_dir, opts.address)
         for row in outcome.rows:  # trials Tune cut at the time budget: it closes nothing for them
             if row.state.startswith("cut by"):
                 tracker.close_trial(row.trial_id, "FINISHED", row.state)
@@ -520,6 +562,38 @@ def _refit(outcome: SearchOutcome, search: SearchFile, trainable, seconds: float
     outcome.rows.extend(refits.rows)
     outcome.interrupted = interrupted
     outcome.seconds = time.time() - t0
+def _absolute(path: str | Path, root: Path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else (root / path).resolve()
+
+
+def _resumed_origin(search_dir: Path, opts: SearchOptions) -> dict[str, Any]:
+    """Where a resumed search logs (its ``origin.json``); an explicit --store/--tracking-uri that disagrees is
+    a one-line error rather than a second, empty MLflow database that knows none of the search's runs."""
+    path = search_dir / ORIGIN
+    if not path.exists():  # a search from before origin.json: its store is the folder holding searches/
+        store = search_dir.parent.parent
+        return {"store": str(store)} if search_dir.parent.name == SEARCHES else {}
+    origin = json.loads(path.read_text())
+    if opts.store is not None and _absolute(opts.store, opts.root) != Path(origin["store"]):
+        raise UserError(f"--store {opts.store}: the search in {search_dir} belongs to the store {origin['store']}; "
+                        f"leave --store out to continue it there")
+    if opts.tracking_uri and opts.tracking_uri != origin["tracking_uri"]:
+        raise UserError(f"--tracking-uri {opts.tracking_uri}: the search in {search_dir} logs to "
+                        f"{origin['tracking_uri']}; leave --tracking-uri out to continue it there")
+    return origin
+
+
+def resume_command(search_dir: Path, address: str | None = None) -> str:
+    """The command line that continues the search in ``search_dir`` from any working directory: its own copy of
+    the search file and its directory (which records the store, tracking URI and data file)."""
+    import shlex
+
+    search_dir = Path(search_dir).resolve()
+    words = ["lensearch", "tune", str(search_dir / "search.yaml"), "--resume", str(search_dir)]
+    if address:
+        words += ["--address", address]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _metrics_named(search: SearchFile, fixed_config: dict[str, Any] | None) -> list[str]:
@@ -660,7 +734,7 @@ def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, second
                 for m, _ in objectives:
                     best[m] = float(row[m])
         if result.error is not None:
-            state = f"errored: {describe_failure(result.error)}"
+            state = tracker.states.get(tid) or f"errored: {error_summary(result.error)}"
         elif interrupted and epochs < max_epochs and tid not in tracker.finished:
             state = f"interrupted at epoch {epochs}"
         elif tid in tracker.states:      # what the tracker tagged in MLflow, so both always agree
@@ -728,10 +802,14 @@ def leaderboard(outcome: SearchOutcome, top: int = 10) -> str:
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(row.params.items())
                            if k in ("model", "normalization", "optimizer") or k.endswith(".lr"))
         mark = "*" if row.trial_id in front else ""
-        lines.append(f"{i:<5}{row.trial_id + mark:<13}{row.state[:31]:<32}{vals}  {params}")
+        state = row.state if len(row.state) <= 31 else row.state[:30] + "…"
+        lines.append(f"{i:<5}{row.trial_id + mark:<13}{state:<32}{vals}  {params}")
     for row in outcome.rows:
         if row not in ranked:
-            lines.append(f"{'-':<5}{row.trial_id:<13}{row.state[:80]}")
+            lines.append(f"{'-':<5}{row.trial_id:<13}{row.state}")
+    for row in ranked[:top]:  # a state cut to fit its column, whole (an error's type and message)
+        if len(row.state) > 31:
+            lines.append(f"{row.trial_id}: {row.state}")
     if front:
         lines.append("* on the Pareto front of " + ", ".join(f"{m} ({mode})" for m, mode in outcome.objectives))
     ref = outcome.reference
@@ -758,11 +836,13 @@ def one_line_summary(outcome: SearchOutcome) -> str:
                                                    ("refit", "refit")) if s[k]]
     head = (f"search '{outcome.name}': {s['trials']} trials ({', '.join(parts)}, {s['errored']} errored) "
             f"in {s['seconds']:.0f}s")
-    if outcome.interrupted:
-        head += f"; INTERRUPTED — continue with: lensearch tune {outcome.search_file} --resume {outcome.search_dir}"
     if best is None:
-        return head + "; no trial finished an epoch"
-    return head + f"; best {metric} {best.best[metric]:.4f} (trial {best.trial_id}, MLflow run {best.run_id})"
+        head += "; no trial finished an epoch"
+    else:
+        head += f"; best {metric} {best.best[metric]:.4f} (trial {best.trial_id}, MLflow run {best.run_id})"
+    if outcome.interrupted:  # last on the line, so the command can be copied (or parsed) to the line's end
+        head += "; INTERRUPTED" + (f" — continue with: {outcome.resume_command}" if outcome.resume_command else "")
+    return head
 
 
 def _pct(value: float | None) -> str:

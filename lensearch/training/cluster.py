@@ -45,6 +45,24 @@ def _running_local_instance() -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse an ``--address`` HOST:PORT (or ``ray://HOST:PORT``) that nothing answers on, in one line.
+
+    ``ray.init`` would otherwise retry for minutes, printing a warning every few seconds. ``auto`` and other
+    forms without a port are left to Ray (which fails fast on them).
+    """
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__.replace("Error", " error").strip() or str(err)
+        raise UserError(f"--address {address}: no Ray cluster answers there ({reason})") from None
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> RayHandle:
     import ray
 
@@ -56,6 +74,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
     kwargs = {"log_to_driver": not quiet, "logging_level": logging.WARNING if quiet else logging.INFO}
     try:
         if address:
+            check_reachable(address)
             ray.init(address=address, **kwargs)
         elif (existing := _running_local_instance()) is not None:
             # Joining silently would tie this run to another process's cluster (which dies with it); a second

@@ -25,7 +25,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from lensearch.errors import UserError, expect
+from lensearch.errors import UserError, did_you_mean, expect
 from lensearch.yamlfile import read_yaml
 
 MONITORABLE = {
@@ -75,8 +75,9 @@ def _merge_section(name: str, given: Any, defaults: dict[str, Any], allow_none: 
     given = {} if given is None else given
     expect(isinstance(given, dict), f"{name}: expected a mapping, got {given!r}")
     unknown = sorted(set(given) - set(defaults))
-    expect(not unknown, f"{name}.{unknown[0] if unknown else ''}: unknown key; valid keys: "
-           f"{', '.join(sorted(defaults))}")
+    if unknown:
+        raise UserError(f"{name}.{unknown[0]}: unknown key{did_you_mean(unknown[0], defaults)}; valid keys: "
+                        f"{', '.join(sorted(defaults))}")
     return {key: _check_type(f"{name}.{key}", given[key], default, allow_none) if key in given else default
             for key, default in defaults.items()}
 
@@ -86,7 +87,9 @@ def resolve_run_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     cfg = copy.deepcopy(cfg or {})
     expect(isinstance(cfg, dict), f"run configuration: expected a mapping, got {cfg!r}")
     unknown = sorted(set(cfg) - set(SECTIONS))
-    expect(not unknown, f"{unknown[0] if unknown else ''}: unknown section; valid sections: {', '.join(SECTIONS)}")
+    if unknown:
+        raise UserError(f"{unknown[0]}: unknown section{did_you_mean(unknown[0], SECTIONS)}; valid sections: "
+                        f"{', '.join(SECTIONS)}")
     out = {s: cfg.get(s) for s in SECTIONS}
     out["train"] = _merge_section("train", cfg.get("train"), TRAIN_DEFAULTS)
     out["data"] = _merge_section("data", cfg.get("data"), DATA_DEFAULTS, allow_none=True)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from lensearch.errors import UserError, expect
+from lensearch.errors import UserError, did_you_mean, expect
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def validated(section: str, registry: dict[str, Component], cfg: dict[str, Any])
         if key == "name":
             continue
         if key not in comp.defaults:
-            raise UserError(f"{section}.{key}: unknown parameter for {name}; valid: "
+            raise UserError(f"{section}.{key}: unknown parameter for {name}{did_you_mean(key, comp.defaults)}; valid: "
                             f"{', '.join(comp.defaults) or '(none)'}")
         default = comp.defaults[key]
         if isinstance(default, bool):
