@@ -69,12 +69,13 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, quiet: b
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")          # our own progress lines instead of Tune's tables
+    if address and address != "auto":
+        check_reachable(address)  # also when this process is already connected elsewhere: say so, don't ignore it
     if ray.is_initialized():
         return RayHandle(owned=False, address=ray.get_runtime_context().gcs_address)
     kwargs = {"log_to_driver": not quiet, "logging_level": logging.WARNING if quiet else logging.INFO}
     try:
         if address:
-            check_reachable(address)
             ray.init(address=address, **kwargs)
         elif (existing := _running_local_instance()) is not None:
             # Joining silently would tie this run to another process's cluster (which dies with it); a second
