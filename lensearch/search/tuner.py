@@ -40,6 +40,7 @@ TRIALS = "trials"
 TUNE = "tune"
 BUDGET = "budget.json"  # the budget a search started with (CLI overrides applied), reused by --resume
 ORIGIN = "origin.json"  # the search's name, store, tracking URI and data file, reused by --resume
+RUNNING = "running.json"  # {"pid", "host"} of the process running the search, removed when it ends
 COST_METRICS = ("params", "flops", "latency_ms")
 
 
@@ -327,10 +328,11 @@ def _resolve_search_dir(search: SearchFile, searches: Path, resume: bool | str,
     if resume:
         expect(candidates, f"--resume: no earlier search named '{search.name}' under {searches}")
         return candidates[-1], True
-    expect(not unique or not candidates,
-           f"{search.path}: a search named '{search.name}' already exists in {searches} "
-           f"({candidates[-1].name if candidates else ''}); continue it with --resume, or give this one another "
-           f"name (the file's name: key)")
+    live = [p for p in candidates if _running_here(p)] if unique else []
+    expect(not live,
+           f"{search.path}: a search named '{search.name}' is running in {live[-1] if live else ''} "
+           f"(pid {_running_pid(live[-1]) if live else ''}); wait for it, continue it later with --resume, or give "
+           f"this one another name (the file's name: key)")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = searches / f"{search.name}-{stamp}"
     n = 1
@@ -338,6 +340,34 @@ def _resolve_search_dir(search: SearchFile, searches: Path, resume: bool | str,
         n += 1
         path = searches / f"{search.name}-{stamp}-{n}"
     return path, False
+
+
+def _running_pid(search_dir: Path) -> int | None:
+    try:
+        return int(json.loads((search_dir / RUNNING).read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _running_here(search_dir: Path) -> bool:
+    """Whether a live process on this machine is running the search in ``search_dir`` now (a search that
+    finished or died leaves no live pid: a new search of its name may start beside it)."""
+    import socket
+
+    try:
+        info = json.loads((search_dir / RUNNING).read_text())
+    except (OSError, ValueError):
+        return False
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _resources(search: SearchFile, opts: SearchOptions, cluster: dict[str, float]) -> Resources:
@@ -441,6 +471,9 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
             for line in lines:
                 print(f"lensearch: {line}", file=sys.stderr, flush=True)
         search_dir.mkdir(parents=True, exist_ok=True)
+        import socket
+
+        (search_dir / RUNNING).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         # the file as run: the search file, or for a single training the resolved run configuration
         record = search_dir / ("run.yaml" if fixed_config is not None else "search.yaml")
         if not resuming:
@@ -520,6 +553,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                               status="KILLED" if outcome.interrupted else "FINISHED")
         return outcome
     finally:
+        if _running_pid(search_dir) == os.getpid():
+            (search_dir / RUNNING).unlink(missing_ok=True)
         handle.close()
 
 
