@@ -12,7 +12,7 @@ from lensearch.errors import UserError
 from lensearch.search.schema import apply_profile, load_search, parse_search
 from lensearch.search.tuner import _check_patch_sizes, _val_max_images, choose_profile
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASE = {
     "name": "p", "budget": {"num_samples": 20, "max_epochs": 30},
     "space": {"model": {"choice": {"espcn": {"num_features": {"categorical": [32, 64]}}}},

@@ -1,7 +1,7 @@
 """``lensearch downstream``: metrics on cases with a known answer, the bootstrap, the networks, one end-to-end
 run with a real SR export (MLflow included), the feature network for the content loss, and bad input.
 
-The SR export is a ``bicubic`` model exported without Ray (:func:`test_export.fake_search` + ``export_search``):
+The SR export is a ``bicubic`` model exported without Ray (:func:`helpers.fake_search` + ``export_search``):
 its SR images are bicubic ones, so its table row must equal the bicubic row.
 """
 
@@ -14,7 +14,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 import torch
-from test_export import fake_search  # the tests' search-directory builder
+from helpers import fake_search  # the tests' search-directory builder
 
 from lensearch.cli import main
 from lensearch.downstream import DownstreamOptions, run_downstream

@@ -22,7 +22,7 @@ from lensearch.data.transforms import build_normalization
 from lensearch.export import ExportError, choose_trial, find_search, graphs, verify_parity
 from lensearch.models import registry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _error_line(capsys) -> str:

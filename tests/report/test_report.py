@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from lensearch.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from lensearch.search.tuner import SearchOptions, leaderboard, run_search
 from lensearch.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.ray
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _children(client: MlflowClient, parent_id: str):

@@ -13,7 +13,7 @@ from lensearch.cli import main
 from lensearch.errors import UserError
 from lensearch.search.schema import load_search
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
 
 
