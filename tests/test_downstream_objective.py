@@ -9,7 +9,6 @@ that the probabilities of both ranks were gathered.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -141,11 +140,11 @@ def test_search_with_the_downstream_objective_runs_end_to_end(ray_cluster, nl_h5
     # the classifier was trained once, into the store
     assert len(list((tmp_path / "mlruns" / "classifiers").glob("*.pt"))) == 1
     row = outcome.rows[0]
-    best = load_checkpoint(row.checkpoint.replace("best.pt", "last.pt"))  # epoch 2 (the last report)
+    last = load_checkpoint(row.checkpoint.replace("best.pt", "last.pt"))  # epoch 2 (the last report)
     entry = ensure_classifier(nl_h5, {"task": "find", "epochs": EPOCHS}, tmp_path / "mlruns" / "classifiers")
     assert entry["trained"] is False
     sr = _sr_val_images(row.checkpoint.replace("best.pt", "last.pt"), nl_h5)
-    assert best["metrics"]["val_downstream_auc"] == pytest.approx(_independent_auc(entry, nl_h5, sr), abs=1e-6)
+    assert last["metrics"]["val_downstream_auc"] == pytest.approx(_independent_auc(entry, nl_h5, sr), abs=1e-6)
 
 
 @pytest.mark.ray
