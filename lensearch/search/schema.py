@@ -320,12 +320,5 @@ def _parse_document(raw: dict[str, Any], path: Path) -> SearchFile:
 
 
 def load_search(path: str | Path) -> SearchFile:
-    """Read and validate a search-space file. **Downstream objective.** ``val_downstream_auc`` (mode max) is the macro one-vs-rest ROC-AUC of a frozen
-classifier, trained once per data file on its HR training images, on each trial's SR validation images
-(:mod:`lensearch.training.frozen_classifier`). The ``downstream`` section picks its task: ``find`` (lens vs
-``non_lens``), ``classify`` (substructure classes) or ``auto`` (``find`` when the file has ``non_lens``
-images, else ``classify``), and the classifier's ``epochs`` and ``seed``; it is read only when an objective
-or ``train.monitor`` names ``val_downstream_auc``.
-
-Every error names the file."""
+    """Read and validate a search-space file. Every error names the file."""
     return read_yaml(path, "search-space", lambda raw: parse_search(raw, Path(path)))

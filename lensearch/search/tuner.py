@@ -665,8 +665,8 @@ def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, second
                 idx = df[metric].idxmax() if mode == "max" else df[metric].idxmin()
                 row = df.loc[idx]
                 best = {k: float(row[k]) for k in ("val_psnr", "val_ssim", "val_mse", "val_psnr_clean",
-                                                   "val_ssim_clean", "val_psnr_gain", "val_gap_closed", DOWNSTREAM_METRIC,
-                                                   *COST_METRICS, "epoch", "steps", "train_seconds")
+                                                   "val_ssim_clean", "val_psnr_gain", "val_gap_closed",
+                                                   DOWNSTREAM_METRIC, *COST_METRICS, "epoch", "steps", "train_seconds")
                         if k in row and row[k] == row[k]}
                 for m, _ in objectives:
                     best[m] = float(row[m])

@@ -12,7 +12,8 @@ always scores whole images. Each report carries ``epoch``, ``steps`` (optimizer 
 ``images_per_s`` (training images per second over all workers), and the validation metrics
 ``val_psnr``, ``val_ssim``, ``val_mse``, ``val_loss`` (plus ``*_clean`` against noise-free HR when the
 file holds it), ``val_downstream_auc`` when the run carries a frozen classifier (``run["downstream"]``, see
-:mod:`lensearch.training.frozen_classifier`), and the model's cost: ``params``, ``flops`` (and ``latency_ms`` when asked for). When the run
+:mod:`lensearch.training.frozen_classifier`), and the model's cost: ``params``, ``flops`` (and ``latency_ms``
+when asked for). When the run
 knows the bicubic reference and noise ceiling of its validation images (``run["reference"]``), it also reports
 ``val_psnr_gain`` (dB over bicubic) and ``val_gap_closed`` (the share of the bicubic -> noise-ceiling gap).
 Validation metrics are summed over *all* workers' shards and divided by the global
