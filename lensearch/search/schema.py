@@ -3,13 +3,14 @@
 A file has these top-level keys (all but ``space`` optional)::
 
     name: gan                                  # search name (default: the file's stem)
-    data:      {path: ..., preset: tiny, count: 512, seed: 0}
+    data:      {path: ..., preset: tiny, count: 512, seed: 0, non_lens: false}  # non_lens: simulate non-lenses
     objective: {metric: val_psnr, mode: max}   # or a list of them (multi-objective)
     budget:    {num_samples: 16, max_epochs: 20, time_budget_s: null, trial_time_s: null, refit_share: 0,
                 max_concurrent: null}                                # refit: see lensearch.search.refit
     scheduler: {name: asha, grace_period: 1, reduction_factor: 2}   # asha | hyperband | median | none
     searcher:  {name: tpe, seed: 0, startup_trials: 4}              # tpe | random | cmaes | nsga2
     resources: {workers: 1, gpu: auto, cpus_per_worker: 1, gpus_per_worker: 1}
+    downstream: {task: auto, epochs: 20, seed: 0}  # the frozen classifier of val_downstream_auc (below)
     space:     {...}                                               # see lensearch.search.space
     profiles:  {cpu: {budget: {...}, space: {model: ...}}, gpu: {...}}  # per-machine overrides (below)
 
@@ -18,6 +19,13 @@ deep: ``profiles.cpu.budget.max_epochs`` replaces ``budget.max_epochs``, ``profi
 the whole ``space.model``. ``lensearch tune`` picks ``gpu`` when the Ray cluster has a GPU and ``cpu``
 otherwise (``--profile NAME`` chooses), and says which and why. Every profile is validated when the file is
 read, so a mistake in the GPU profile shows on a CPU machine too.
+
+**Downstream objective.** ``val_downstream_auc`` (mode max) is the macro one-vs-rest ROC-AUC of a frozen
+classifier, trained once per data file on its HR training images, on each trial's SR validation images
+(:mod:`lensearch.training.frozen_classifier`). The ``downstream`` section picks its task: ``find`` (lens vs
+``non_lens``), ``classify`` (substructure classes) or ``auto`` (``find`` when the file has ``non_lens``
+images, else ``classify``), and the classifier's ``epochs`` and ``seed``; it is read only when an objective
+or ``train.monitor`` names ``val_downstream_auc``.
 
 Every error names the file and the key path and says what was expected, e.g.
 ``search_spaces/gan.yaml: budget.num_samples: expected an integer >= 1, got 'ten'``.
@@ -35,7 +43,7 @@ from lensearch.yamlfile import read_yaml
 
 # Metrics an objective may name: what every trial reports, on a scale shared by all trials.
 OBJECTIVE_METRICS = {"val_psnr", "val_ssim", "val_mse", "val_psnr_clean", "val_ssim_clean",
-                     "val_mse_clean", "params", "flops", "latency_ms"}
+                     "val_mse_clean", "val_downstream_auc", "params", "flops", "latency_ms"}
 # Reported, but in each trial's own units: a loss is computed on images as that trial's normalization left
 # them, with that trial's loss terms and weights (and for GANs / diffusion models another objective
 # altogether), so it cannot rank trials against each other. Allowed only where nothing is compared: a
@@ -97,6 +105,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "preset": Key(DATA_DEFAULTS["preset"], _str_or_none),
         "count": Key(DATA_DEFAULTS["count"], _int(16)),
         "seed": Key(DATA_DEFAULTS["seed"], _int(0)),
+        "non_lens": Key(DATA_DEFAULTS["non_lens"], lambda v: None if isinstance(v, bool) else "expected true or false"),
     },
     "budget": {
         "num_samples": Key(8, _int(1)),
@@ -130,6 +139,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "cpus_per_worker": Key(1.0, _num(0, exclusive=True)),
         "gpus_per_worker": Key(1.0, _num(0, exclusive=True)),
     },
+    "downstream": {
+        "task": Key("auto", _one_of("auto", "find", "classify")),
+        "epochs": Key(20, _int(1)),
+        "seed": Key(0, _int(0)),
+    },
 }
 
 
@@ -152,6 +166,7 @@ class SearchFile:
     searcher: dict[str, Any]
     resources: dict[str, Any]
     space: Any                                   # compiled lensearch.search.space.Space
+    downstream: dict[str, Any] = field(default_factory=dict)  # settings of val_downstream_auc's classifier
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     profile: str | None = None                   # the profile applied (None: the file as written)
 
@@ -222,8 +237,9 @@ def _objectives(raw: Any, num_samples: Any = None) -> list[Objective]:
     return out
 
 
-TOP_LEVEL = ("name", "data", "objective", "budget", "scheduler", "searcher", "resources", "space", "profiles")
-PROFILE_SECTIONS = ("data", "objective", "budget", "scheduler", "searcher", "resources", "space")
+TOP_LEVEL = ("name", "data", "objective", "budget", "scheduler", "searcher", "resources", "downstream", "space",
+             "profiles")
+PROFILE_SECTIONS = ("data", "objective", "budget", "scheduler", "searcher", "resources", "downstream", "space")
 
 
 def apply_profile(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -299,6 +315,7 @@ def _parse_document(raw: dict[str, Any], path: Path) -> SearchFile:
         path=path, name=name, data=data, objectives=objectives,
         budget=budget, scheduler=_section(raw.get("scheduler"), "scheduler"),
         searcher=searcher, resources=_section(raw.get("resources"), "resources"), space=space, raw=raw,
+        downstream=_section(raw.get("downstream"), "downstream"),
     )
 
 

@@ -42,6 +42,7 @@ BUDGET = "budget.json"  # the budget a search started with (CLI overrides applie
 ORIGIN = "origin.json"  # the search's name, store, tracking URI and data file, reused by --resume
 RUNNING = "running.json"  # {"pid", "host"} of the process running the search, removed when it ends
 COST_METRICS = ("params", "flops", "latency_ms")
+DOWNSTREAM_METRIC = "val_downstream_auc"  # lensearch.training.frozen_classifier.METRIC
 
 
 # ------------------------------------------------------------------------------------------ searcher
@@ -460,6 +461,16 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         val_images = _val_max_images(search, fixed_config)
         reference = _reference(run_info["data_path"], val_images)
         run_info["reference"] = reference
+        if DOWNSTREAM_METRIC in _metrics_named(search, fixed_config):  # train (or reuse) the frozen classifier
+            from lensearch.training.frozen_classifier import prepare_downstream
+
+            say = None if opts.quiet else (lambda text: print(f"lensearch: {text}", file=sys.stderr, flush=True))
+            try:
+                run_info["downstream"], aucs = prepare_downstream(run_info["data_path"], search.downstream,
+                                                                  store / "classifiers", val_images, log=say)
+            except UserError as err:
+                raise UserError(f"{search.path}: {err}") from None
+            reference.update(aucs)
         resources = _resources(search, opts, cluster)
         concurrency = budget["max_concurrent"] or resources.max_concurrent(cluster)
         if fixed_config is None and recorded is None and not opts.quiet and not resources.use_gpu:
@@ -764,7 +775,7 @@ def _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, second
                 row = df.loc[idx]
                 best = {k: float(row[k]) for k in ("val_psnr", "val_ssim", "val_mse", "val_psnr_clean",
                                                    "val_ssim_clean", "val_psnr_gain", "val_gap_closed",
-                                                   *COST_METRICS, "epoch", "steps", "train_seconds")
+                                                   DOWNSTREAM_METRIC, *COST_METRICS, "epoch", "steps", "train_seconds")
                         if k in row and row[k] == row[k]}
                 for m, _ in objectives:
                     best[m] = float(row[m])
@@ -825,10 +836,10 @@ def leaderboard(outcome: SearchOutcome, top: int = 10) -> str:
     ranked = sorted(outcome.finished, key=lambda r: r.best.get(metric, -math.inf if mode == "max" else math.inf),
                     reverse=mode == "max")
     front = {r.trial_id for r in pareto_front(outcome)} if len(outcome.objectives) > 1 else set()
-    extra = ("val_psnr", "val_ssim", "val_gap_closed", "steps", "params")
+    extra = ("val_psnr", "val_ssim", "val_gap_closed", DOWNSTREAM_METRIC, "steps", "params")
     cols = [m for m, _ in outcome.objectives] + [c for c in extra if c not in {m for m, _ in outcome.objectives}
                                                  and any(c in r.best for r in ranked)]
-    heads = {"val_gap_closed": "gap closed"}
+    heads = {"val_gap_closed": "gap closed", DOWNSTREAM_METRIC: "downstr. AUC"}
     lines = [f"{'rank':<5}{'trial':<13}{'state':<32}" + "".join(f"{heads.get(c, c):>13}" for c in cols)
              + "  key params"]
     for i, row in enumerate(ranked[:top], 1):
@@ -854,6 +865,9 @@ def leaderboard(outcome: SearchOutcome, top: int = 10) -> str:
         if "noise_ceiling_val_psnr" in ref:
             text += (f"; noise ceiling (hr_clean vs hr) val_psnr {ref['noise_ceiling_val_psnr']:.4f}, "
                      f"val_ssim {ref['noise_ceiling_val_ssim']:.4f}")
+        if f"hr_{DOWNSTREAM_METRIC}" in ref:
+            text += (f"; {DOWNSTREAM_METRIC} of the frozen classifier: HR {ref[f'hr_{DOWNSTREAM_METRIC}']:.4f}, "
+                     f"bicubic {ref[f'bicubic_{DOWNSTREAM_METRIC}']:.4f}")
         lines.append(text)
     best = outcome.best()
     if best is not None:

@@ -4,7 +4,7 @@ A run configuration is what ``lensearch train RUN.yaml`` reads and what every se
 sampled point of a search space has exactly these keys). Sections whose value is a choice carry the
 choice under ``name`` and the chosen component's parameters beside it::
 
-    data:          {path: data/tiny.h5, preset: tiny, count: 512, seed: 0}
+    data:          {path: data/tiny.h5, preset: tiny, count: 512, seed: 0, non_lens: false}
     model:         {name: rdn, num_features: 16, num_blocks: 3}      # params go to the model registry
     discriminator: {base_channels: 16}                               # GAN models only
     normalization: {name: asinh, softening: 0.1}
@@ -31,6 +31,7 @@ from lensearch.yamlfile import read_yaml
 MONITORABLE = {
     "val_psnr": "max", "val_ssim": "max", "val_mse": "min", "val_loss": "min",
     "val_psnr_clean": "max", "val_ssim_clean": "max", "val_mse_clean": "min",
+    "val_downstream_auc": "max",  # a search's frozen classifier on the SR val images (training/frozen_classifier.py)
 }
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -52,7 +53,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
                                     # schedule and counters start afresh): a search's refit phase
 }
 
-DATA_DEFAULTS: dict[str, Any] = {"path": None, "preset": "tiny", "count": 512, "seed": 0}
+# non_lens: simulate non-lenses too (every 4th image; lens finding, e.g. for val_downstream_auc)
+DATA_DEFAULTS: dict[str, Any] = {"path": None, "preset": "tiny", "count": 512, "seed": 0, "non_lens": False}
 
 SECTIONS = ("data", "model", "discriminator", "normalization", "augment", "optimizer", "scheduler",
             "loss", "train")

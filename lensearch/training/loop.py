@@ -11,7 +11,9 @@ always scores whole images. Each report carries ``epoch``, ``steps`` (optimizer 
 ``train_seconds`` (training time so far), ``train_loss``, ``lr``, ``epoch_time_s``,
 ``images_per_s`` (training images per second over all workers), and the validation metrics
 ``val_psnr``, ``val_ssim``, ``val_mse``, ``val_loss`` (plus ``*_clean`` against noise-free HR when the
-file holds it), and the model's cost: ``params``, ``flops`` (and ``latency_ms`` when asked for). When the run
+file holds it), ``val_downstream_auc`` when the run carries a frozen classifier (``run["downstream"]``, see
+:mod:`lensearch.training.frozen_classifier`), and the model's cost: ``params``, ``flops`` (and ``latency_ms``
+when asked for). When the run
 knows the bicubic reference and noise ceiling of its validation images (``run["reference"]``), it also reports
 ``val_psnr_gain`` (dB over bicubic) and ``val_gap_closed`` (the share of the bicubic -> noise-ceiling gap).
 Validation metrics are summed over *all* workers' shards and divided by the global
@@ -139,6 +141,12 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     val_set = SRDataset(run["data_path"], split="val", with_clean=with_clean)
     if tcfg["val_max_images"] and len(val_set) > tcfg["val_max_images"]:
         val_set = Subset(val_set, list(range(tcfg["val_max_images"])))
+    scorer = None  # the downstream objective: a frozen classifier scores the SR validation images
+    if run.get("downstream"):
+        from lensearch.training.frozen_classifier import DownstreamScorer
+
+        rows = (val_set.dataset if isinstance(val_set, Subset) else val_set).rows[:len(val_set)]
+        scorer = DownstreamScorer(run["downstream"]["path"], run["data_path"], rows, ctx.device)
     bs = tcfg["batch_size"]
     train_loader = _loader(train_set, ctx, bs, train=True, workers=tcfg["num_workers_loader"], seed=seed,
                            steps_per_epoch=tcfg["steps_per_epoch"])
@@ -213,7 +221,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         total_seen = reduced[-1]
         train_means = {k: v / total_seen for k, v in zip(keys, reduced)} if total_seen else {}
         evaluator = ema.module if ema is not None else generator
-        val = evaluate(evaluator, step, norm, val_loader, ctx, with_clean=with_clean, amp=amp)
+        val = evaluate(evaluator, step, norm, val_loader, ctx, with_clean=with_clean, amp=amp, scorer=scorer)
         metrics = {
             "epoch": epoch,
             "steps": steps,
@@ -334,9 +342,13 @@ def _fits_in_memory(path: str, limit_bytes: int = 1 << 30) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model, step, norm, loader, ctx: RunContext, *, with_clean: bool, amp: Amp) -> dict[str, float]:
-    """Validation metrics summed over this rank's shard, then all-reduced over ranks, as ``val_*`` means."""
+def evaluate(model, step, norm, loader, ctx: RunContext, *, with_clean: bool, amp: Amp,
+             scorer=None) -> dict[str, float]:
+    """Validation metrics summed over this rank's shard, then all-reduced over ranks, as ``val_*`` means;
+    with a :class:`~lensearch.training.frozen_classifier.DownstreamScorer` also ``val_downstream_auc``."""
     model.eval()
+    if scorer is not None:
+        scorer.reset()
     names = ["loss", *M.METRIC_NAMES] + ([f"{k}_clean" for k in M.METRIC_NAMES] if with_clean else [])
     sums = M.MetricSums(names)
     for batch in loader:
@@ -350,8 +362,13 @@ def evaluate(model, step, norm, loader, ctx: RunContext, *, with_clean: bool, am
         sums.update(sr, batch["hr"].to(ctx.device))
         if with_clean:
             sums.update(sr, batch["hr_clean"].to(ctx.device), suffix="_clean")
+        if scorer is not None:
+            scorer.add(sr, batch["index"])
     sums.load_tensor(ctx.all_reduce_sum(sums.as_tensor(ctx.device)))
-    return sums.means(prefix="val_")
+    out = sums.means(prefix="val_")
+    if scorer is not None:
+        out["val_downstream_auc"] = scorer.value(ctx)
+    return out
 
 
 @torch.no_grad()

@@ -79,7 +79,8 @@ def prepare_data(data_cfg: dict[str, Any], root: Path, *, progress: bool = True)
 
     path = data_cfg.get("path")
     if path is None:
-        path = f"data/{data_cfg['preset']}_{data_cfg['count']}_seed{data_cfg['seed']}.h5"
+        non_lens = "_nonlens" if data_cfg.get("non_lens") else ""
+        path = f"data/{data_cfg['preset']}_{data_cfg['count']}_seed{data_cfg['seed']}{non_lens}.h5"
     path = Path(path)
     if not path.is_absolute():
         path = (root / path).resolve()
@@ -91,6 +92,7 @@ def prepare_data(data_cfg: dict[str, Any], root: Path, *, progress: bool = True)
         print(f"lensearch: simulating {data_cfg['count']} '{data_cfg['preset']}' images into {path} (first use)",
               flush=True)
         simulate_to_h5(path, data_cfg["preset"], int(data_cfg["count"]), int(data_cfg["seed"]),
+                       include_non_lens=bool(data_cfg.get("non_lens")),
                        workers=max(1, min(2, os.cpu_count() or 1)), progress=progress)
     info = open_h5(path)
     expect(info.splits.get("train", 0) > 0 and info.splits.get("val", 0) > 0,
