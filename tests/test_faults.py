@@ -94,3 +94,29 @@ def test_two_searches_at_once_share_one_ray_instance_without_mixing(tiny_h5, tmp
         from lensearch.training.cluster import _local_instances
 
         assert _local_instances() == []
+
+
+def test_a_trial_whose_process_is_killed_is_retried_from_its_checkpoint(ray_cluster, tiny_h5, tmp_path, monkeypatch):
+    """SIGKILL of the trial's process once epoch 2's checkpoint is written (a real process death, first attempt
+    only): the trial is restarted (budget.max_retries), continues from last.pt, completes, and MLflow holds each
+    epoch once and says why it was retried."""
+    from lensearch.search.schema import load_search
+    from lensearch.search.tuner import SearchOptions, run_search
+
+    path = _search_file(tmp_path, tiny_h5, "killed", 1, 3)
+    doc = yaml.safe_load(path.read_text())
+    doc["budget"]["max_retries"] = 2
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("LENSEARCH_TEST_KILL_AT_EPOCH", "2")
+    outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path, quiet=True))
+    (row,) = outcome.rows
+    trial_dir = outcome.search_dir / "trials" / row.trial_id
+    assert (trial_dir / ".fault_injected").read_text().startswith("SIGKILL at epoch 2")  # it did die
+    assert row.state == "completed" and row.epochs == 3, row.state
+    client = MlflowClient(outcome.tracking_uri)
+    run = client.get_run(row.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(row.run_id, "val_psnr")] == [1, 2, 3]
+    note = run.data.tags["retry.1"]
+    assert note.startswith("worker died") and note.endswith("at epoch 2; retry 1/2 from checkpoint"), note
+    assert "gloo" not in note and "Traceback" not in note

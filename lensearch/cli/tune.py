@@ -41,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="override budget.time_budget_s: the whole search stops after this many seconds; trials "
                         "still running are cut at their last report and keep their best checkpoint")
+    p.add_argument("--max-retries", type=int, metavar="N",
+                   help="override budget.max_retries (default 1): a trial whose process dies (a killed worker, a "
+                        "lost node) is restarted up to N times from its last checkpoint")
     p.add_argument("--profile", help="apply this profile of the file (default: 'gpu' when the Ray cluster has a "
                                      "GPU, else 'cpu', where the file has them)")
     p.add_argument("--data", type=Path, metavar="FILE.h5",
@@ -101,9 +104,12 @@ def run_tune(args) -> int:
     expect(args.time_budget is None or args.time_budget > 0,
            f"--time-budget: expected a number of seconds > 0, got {args.time_budget}")
     expect(args.data is None or args.data.is_file(), f"--data {args.data}: no such file")
+    expect(args.max_retries is None or args.max_retries >= 0,
+           f"--max-retries: expected an integer >= 0, got {args.max_retries}")
     search = load_search(args.file)
     outcome = run_search(search, _options(args, num_samples=args.num_samples, max_epochs=args.max_epochs,
                                           resume=args.resume, time_budget_s=args.time_budget,
+                                          max_retries=args.max_retries,
                                           profile=args.profile, data=args.data))
     return _finish(outcome, args)
 
