@@ -120,3 +120,80 @@ def test_a_trial_whose_process_is_killed_is_retried_from_its_checkpoint(ray_clus
     note = run.data.tags["retry.1"]
     assert note.startswith("worker died") and note.endswith("at epoch 2; retry 1/2 from checkpoint"), note
     assert "gloo" not in note and "Traceback" not in note
+
+
+_TWO_NODES = """
+import sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+print(cluster.address, flush=True)
+sys.stdin.read()          # until the test closes our stdin
+cluster.shutdown()
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_search_on_a_two_node_cluster_logs_to_an_mlflow_server(tiny_h5, tmp_path):
+    """`lensearch tune --address HOST:PORT --tracking-uri http://...`: a real two-node Ray cluster (two raylets,
+    one CPU each) and a real `mlflow server`; the trials run on both nodes and every trial is logged through the
+    server. (Storage is the shared local filesystem: both nodes are on this machine.)"""
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    nodes = subprocess.Popen([sys.executable, "-c", _TWO_NODES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env=env)
+    try:
+        address = nodes.stdout.readline().strip()
+        assert address, "the two-node cluster did not start"
+        uri = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        proc = _tune(_search_file(tmp_path, tiny_h5, "spread", 4, 2), tmp_path / "mlruns", "--address", address,
+                     "--tracking-uri", uri)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        result = json.loads(out.strip().splitlines()[-1])
+        assert len(result["trials"]) == 4 and all(t["state"] == "completed" for t in result["trials"])
+        client = MlflowClient(uri)
+        parent = client.get_run(result["parent_run_id"])
+        children = client.search_runs([parent.info.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{result['parent_run_id']}'")
+        assert len(children) == 4
+        assert all(len(client.get_metric_history(c.info.run_id, "val_psnr")) == 2 for c in children)
+        # where the trials ran: the node each trial reported from (Tune's result.json of each trial)
+        used = set()
+        for results in (Path(result["search_dir"]) / "tune").glob("*/result.json"):
+            used |= {json.loads(line)["node_id"] for line in results.read_text().splitlines() if line.strip()}
+        assert len(used) == 2, used  # both nodes ran trials
+    finally:
+        nodes.stdin.close()
+        try:
+            nodes.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            nodes.kill()
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers: the session it was started in
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
