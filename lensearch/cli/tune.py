@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from lensearch.cli._args import positive_float, positive_int
+from lensearch.cli._args import non_negative_int, positive_float, positive_int
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -44,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--time-budget", type=positive_float, metavar="SECONDS",
                    help="override budget.time_budget_s: the whole search stops after this many seconds; trials "
                         "still running are cut at their last report and keep their best checkpoint")
+    p.add_argument("--max-retries", type=non_negative_int, metavar="N",
+                   help="override budget.max_retries (default 1): a trial whose process dies (a killed worker, a "
+                        "lost node) is restarted up to N times from its last checkpoint")
     p.add_argument("--profile", help="apply this profile of the file (default: 'gpu' when the Ray cluster has a "
                                      "GPU, else 'cpu', where the file has them)")
     p.add_argument("--data", type=Path, metavar="FILE.h5",
@@ -111,6 +114,7 @@ def run_tune(args) -> int:
     search = load_search(args.file)
     outcome = run_search(search, _options(args, num_samples=args.num_samples, max_epochs=args.max_epochs,
                                           resume=args.resume, time_budget_s=args.time_budget,
+                                          max_retries=args.max_retries,
                                           profile=args.profile, data=args.data))
     return _finish(outcome, args)
 

@@ -117,6 +117,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
         # share of time_budget_s kept for the refit: the best trials continue from their checkpoints with a
         # fresh annealed schedule (search/refit.py); 0 = no refit
         "refit_share": Key(0.0, _share),
+        # a trial whose process dies (a killed worker, a lost node) is restarted this many times at most; it
+        # continues from its last checkpoint (trials that raise, e.g. on a non-finite loss, are not retried)
+        "max_retries": Key(1, _int(0)),
     },
     "scheduler": {
         "name": Key("asha", _one_of("asha", "hyperband", "median", "none")),

@@ -262,6 +262,14 @@ class MLflowTracker(Callback):
                  else refit_state(trial.last_result or {}, source))
         self.close_trial(trial.trial_id, "FINISHED", state)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A trial whose process died is restarted (``budget.max_retries``): its run says why, and stays open."""
+        self._ensure()
+        run_id = self.run_id(trial.trial_id)
+        if run_id is not None and death_cause(_error_text(trial)) is not None:
+            self.client.set_tag(run_id, f"retry.{trial.num_failures}",
+                                retry_message(trial, self.info.get("max_retries", 0))[:5000])
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ensure()
         run_id = self.run_id(trial.trial_id)
@@ -377,3 +385,47 @@ def trial_error_text(trial) -> str:
     if not text and getattr(trial, "error_file", None) and Path(trial.error_file).exists():
         text = Path(trial.error_file).read_text()
     return text
+
+
+# what a trial's error text says when its process (or a worker's, or its node) died rather than raised
+_DEATHS = (("SIGKILL", "SIGKILL"), ("killed by SIGKILL", "SIGKILL"), ("SIGTERM", "SIGTERM"),
+           ("out of memory", "out of memory"), ("OutOfMemoryError", "out of memory"),
+           ("NodeDiedError", "node lost"), ("node died", "node lost"))
+_DEATH_MARKS = ("ActorDiedError", "RayActorError", "WorkerCrashedError", "actor died", "worker process has died",
+                "died unexpectedly", "Connection reset by peer", "Connection closed by peer", "NodeDiedError",
+                "ActorUnavailableError", "exits unexpectedly")
+
+
+def death_cause(text: str) -> str | None:
+    """``"worker died (SIGKILL)"``-like words when ``text`` (a trial's error) says a process died, else None."""
+    if not any(mark in text for mark in _DEATH_MARKS):
+        return None
+    if "exit code 2" in text or "connection error code 2" in text:  # what Ray says for a SIGKILLed worker
+        how = "SIGKILL or out of memory"
+    else:
+        how = next((name for mark, name in _DEATHS if mark in text), None)
+    return "worker died" + (f" ({how})" if how else "")
+
+
+def _error_text(trial) -> str:
+    text = ""
+    try:
+        err = trial.get_error()
+        text = str(err) if err is not None else ""
+    except Exception:
+        pass
+    if getattr(trial, "error_file", None) and Path(trial.error_file).exists():
+        text = text or Path(trial.error_file).read_text()
+    return text
+
+
+def retry_message(trial, max_retries: int) -> str:
+    """One line for a trial Tune is about to restart, naming the cause, e.g.
+    ``worker died (SIGKILL) at epoch 2; retry 1/2 from checkpoint``."""
+    text = _error_text(trial)
+    last = trial.last_result or {}
+    epoch = int(last.get("epoch", 0) or 0) + 1  # it died in the epoch after its last report
+    ckpt = last.get("checkpoint_dir")
+    whence = "from checkpoint" if ckpt and (Path(ckpt) / "last.pt").exists() else "from the start"
+    cause = death_cause(text) or f"failed ({error_line(text)})"
+    return f"{cause} at epoch {epoch}; retry {trial.num_failures}/{max_retries} {whence}"

@@ -31,6 +31,7 @@ from lensearch.errors import UserError, expect
 from lensearch.search.refit import REFIT, REFIT_OF, START_S, load_refit_config, pick, refit_seconds
 from lensearch.search.schema import INCOMPARABLE_METRICS, SearchFile, load_search
 from lensearch.search.tracking import (CUT_BY_TIME_BUDGET, FULL_BUDGET_STATES, end_state, error_summary,
+                                       retry_message,
                                        trial_error_message)
 from lensearch.training.config import MONITORABLE, resolve_run_config
 from lensearch.training.runner import Resources
@@ -40,7 +41,6 @@ TRIALS = "trials"
 TUNE = "tune"
 BUDGET = "budget.json"  # the budget a search started with (CLI overrides applied), reused by --resume
 ORIGIN = "origin.json"  # the search's name, store, tracking URI and data file, reused by --resume
-RUNNING = "running.json"  # {"pid", "host"} of the process running the search, removed when it ends
 COST_METRICS = ("params", "flops", "latency_ms")
 DOWNSTREAM_METRIC = "val_downstream_auc"  # lensearch.training.frozen_classifier.METRIC
 
@@ -216,15 +216,37 @@ def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
     config = resolve_run_config(config)
     trial_id = tune.get_context().get_trial_id()
     run = {**setup["run"], "dir": str(Path(setup["trials_dir"]) / trial_id)}
-    run_in_trial(config, run, setup["resources"], name=trial_id)
+    # Tune restarts a failed trial (budget.max_retries) whatever the cause; only a process that died is worth
+    # a retry. An error the trial raised itself (a non-finite loss, a bad configuration) would only happen
+    # again: a restarted trial re-raises it at once instead of training again.
+    failed = Path(run["dir"]) / ".raised.pkl"
+    if failed.exists():
+        import pickle
+
+        raise pickle.loads(failed.read_bytes())
+    try:
+        run_in_trial(config, run, setup["resources"], name=trial_id)
+    except Exception as err:
+        from lensearch.search.tracking import death_cause
+
+        if death_cause(f"{type(err).__name__}: {err}\n{err.__cause__!s}") is None:
+            import pickle
+
+            try:
+                blob = pickle.dumps(err)
+            except Exception:
+                blob = pickle.dumps(RuntimeError(f"{type(err).__name__}: {err}"))
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            failed.write_bytes(blob)
+        raise
 
 
 # ------------------------------------------------------------------------------------------ progress
 class ProgressPrinter(Callback):
     """One line per trial event on stderr: start, each epoch's objective, end state."""
 
-    def __init__(self, metric: str, max_epochs: int):
-        self.metric, self.max_epochs = metric, max_epochs
+    def __init__(self, metric: str, max_epochs: int, max_retries: int = 0):
+        self.metric, self.max_epochs, self.max_retries = metric, max_epochs, max_retries
         self.t0 = time.time()
 
     def __setstate__(self, state):  # unpickled by Tuner.restore: count time from the restart
@@ -248,6 +270,13 @@ class ProgressPrinter(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._say(f"trial {trial.trial_id} errored: {trial_error_message(trial)}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        from lensearch.search.tracking import _error_text, death_cause
+
+        if death_cause(_error_text(trial)) is None:
+            return  # an error it raised: restarted only to re-raise it (trial_function), shown as errored
+        self._say(f"trial {trial.trial_id} {retry_message(trial, getattr(self, 'max_retries', 0))}")
 
 
 def _short(value: Any) -> str:
@@ -273,6 +302,7 @@ class SearchOptions:
     debug: bool = False                  # let Ray print each failed trial's whole traceback too
     root: Path = field(default_factory=Path.cwd)
     cpus_per_worker: float | None = None  # override resources.cpus_per_worker (capped to what fits)
+    max_retries: int | None = None       # override budget.max_retries (restarts of a trial whose process died)
     callbacks: list = field(default_factory=list)  # extra Ray Tune callbacks (benchmarks, notebooks)
 
 
@@ -316,10 +346,9 @@ class SearchOutcome:
 _STAMPED = r"-\d{8}-\d{6}(-\d+)?$"  # <name>-<YYYYmmdd-HHMMSS>[-n]
 
 
-def _resolve_search_dir(search: SearchFile, searches: Path, resume: bool | str,
-                        unique: bool = False) -> tuple[Path, bool]:
-    """The search's directory and whether it is resumed. ``unique``: refuse to start a second search of the
-    same name in this store (its results would be split over two directories and two MLflow parents)."""
+def _resolve_search_dir(search: SearchFile, searches: Path, resume: bool | str) -> tuple[Path, bool]:
+    """The search's directory and whether it is resumed (a new one gets a new time-stamped directory; while one
+    of its name runs, :func:`hold_search_name` refuses a second)."""
     if isinstance(resume, str):
         path = Path(resume).resolve()
         expect(path.is_dir(), f"--resume {resume}: no such search directory")
@@ -329,11 +358,6 @@ def _resolve_search_dir(search: SearchFile, searches: Path, resume: bool | str,
     if resume:
         expect(candidates, f"--resume: no earlier search named '{search.name}' under {searches}")
         return candidates[-1], True
-    live = [p for p in candidates if _running_here(p)] if unique else []
-    expect(not live,
-           f"{search.path}: a search named '{search.name}' is running in {live[-1] if live else ''} "
-           f"(pid {_running_pid(live[-1]) if live else ''}); wait for it, continue it later with --resume, or give "
-           f"this one another name (the file's name: key)")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = searches / f"{search.name}-{stamp}"
     n = 1
@@ -343,32 +367,28 @@ def _resolve_search_dir(search: SearchFile, searches: Path, resume: bool | str,
     return path, False
 
 
-def _running_pid(search_dir: Path) -> int | None:
-    try:
-        return int(json.loads((search_dir / RUNNING).read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def hold_search_name(searches: Path, search: SearchFile, resuming: bool):
+    """Claim ``search.name`` in this store for as long as this process runs it (an exclusive ``flock`` on
+    ``searches/.<name>.lock``, released on exit even after ``kill -9``): a second search of the same name started
+    meanwhile, resumed or not, is refused in one line instead of writing beside the first one. Returns the open
+    lock file (close it to release)."""
+    import fcntl
 
-
-def _running_here(search_dir: Path) -> bool:
-    """Whether a live process on this machine is running the search in ``search_dir`` now (a search that
-    finished or died leaves no live pid: a new search of its name may start beside it)."""
-    import socket
-
+    searches.mkdir(parents=True, exist_ok=True)
+    lock = open(searches / f".{search.name}.lock", "a+")
     try:
-        info = json.loads((search_dir / RUNNING).read_text())
-    except (OSError, ValueError):
-        return False
-    pid = info.get("pid")
-    if info.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        pid = lock.read().strip() or "?"
+        lock.close()
+        what = "resume it" if resuming else "start another one of that name (the file's name: key)"
+        raise UserError(f"{search.path}: a search named '{search.name}' is running in another process (pid {pid}) "
+                        f"in the store {searches.parent}; wait until it ends to {what}") from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
 
 def _resources(search: SearchFile, opts: SearchOptions, cluster: dict[str, float]) -> Resources:
@@ -399,12 +419,17 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     store = _absolute(opts.store or "mlruns", opts.root)
     if opts.tracking_uri:
         check_tracking_uri(opts.tracking_uri)
-    search_dir, resuming = _resolve_search_dir(search, store / SEARCHES, opts.resume, unique=fixed_config is None)
+    search_dir, resuming = _resolve_search_dir(search, store / SEARCHES, opts.resume)
     origin = _resumed_origin(search_dir, opts) if resuming else {}
     expect(not resuming or tune.Tuner.can_restore(str(search_dir / TUNE)),
            f"--resume: {search_dir} holds no restorable search state")  # said before Ray starts, not after
     store = Path(origin.get("store") or store)
     tracking_uri = origin.get("tracking_uri") or opts.tracking_uri or default_tracking_uri(store, create=False)
+    if opts.address and opts.address != "auto":
+        from lensearch.training.cluster import check_reachable
+
+        check_reachable(opts.address)  # before anything is written for this search
+    running = hold_search_name(store / SEARCHES, search, resuming) if fixed_config is None else None
     budget_file = search_dir / BUDGET
     recorded = json.loads(budget_file.read_text()) if resuming and budget_file.exists() else None
     if recorded is not None and fixed_config is None and (search_dir / "search.yaml").exists():
@@ -417,7 +442,12 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
 
             search = parse_search({**search.raw, "name": name}, search.path)
 
-    handle = connect(opts.address)
+    try:
+        handle = connect(opts.address)
+    except BaseException:
+        if running is not None:
+            running.close()
+        raise
     try:
         cluster = handle.resources()
         if recorded is not None:
@@ -434,7 +464,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                 print(f"lensearch: profile '{profile}' ({why})", file=sys.stderr, flush=True)
             budget = {**search.budget, "profile": profile}
             for key, value in (("num_samples", opts.num_samples), ("max_epochs", opts.max_epochs),
-                               ("time_budget_s", opts.time_budget_s)):
+                               ("time_budget_s", opts.time_budget_s), ("max_retries", opts.max_retries)):
                 if value is not None:
                     budget[key] = value
             if opts.data is not None:
@@ -482,9 +512,6 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
             for line in lines:
                 print(f"lensearch: {line}", file=sys.stderr, flush=True)
         search_dir.mkdir(parents=True, exist_ok=True)
-        import socket
-
-        (search_dir / RUNNING).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         # the file as run: the search file, or for a single training the resolved run configuration
         record = search_dir / ("run.yaml" if fixed_config is not None else "search.yaml")
         if not resuming:
@@ -501,6 +528,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         setup = {"refit_s": refit_s, "space": None if fixed_config is not None else search.space, "config": fixed_config,
                  "max_epochs": max_epochs, "data": search.data, "trial_time_s": budget.get("trial_time_s"),
                  "run": {**run_info, "measure_latency": "latency_ms" in _metrics_named(search, fixed_config),
+                         **_fault_injection(),
                          "latency_cache": str(search_dir / "latency.json")},
                  "trials_dir": str(trials_dir), "resources": resources,
                  "monitor": search.primary.metric if search.primary.metric in MONITORABLE else None}
@@ -523,7 +551,10 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
             "tags": {"lensearch.search_file": str(search.path)},
         }
         tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=store)
-        callbacks = [tracker] + ([] if opts.quiet else [ProgressPrinter(primary.metric, max_epochs)]) + opts.callbacks
+        max_retries = int(budget.get("max_retries", 1))
+        tracker.info["max_retries"] = max_retries
+        callbacks = [tracker] + ([] if opts.quiet else [ProgressPrinter(primary.metric, max_epochs, max_retries)]) \
+            + opts.callbacks
         if not opts.quiet:
             print(f"lensearch: search '{search.name}' -> {search_dir}\n"
                   f"lensearch: {budget['num_samples']} trials x <= {max_epochs} epochs, {resources.workers} "
@@ -546,7 +577,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
             tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=tune.RunConfig(
                 # a copy: Tune appends its own loggers (open files) to the list, which a refit could not pickle
                 name=TUNE, storage_path=str(search_dir), callbacks=list(callbacks), verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0)))
+                failure_config=tune.FailureConfig(max_failures=max_retries)))
         grid, interrupted = _fit_noting_interrupt(tuner)
         tracker.reload()
         outcome = _outcome(search, grid, search_dir, tracker, tracking_uri, max_epochs, time.time() - t0,
@@ -564,9 +595,9 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                               status="KILLED" if outcome.interrupted else "FINISHED")
         return outcome
     finally:
-        if _running_pid(search_dir) == os.getpid():
-            (search_dir / RUNNING).unlink(missing_ok=True)
         handle.close()
+        if running is not None:
+            running.close()  # releases the name
 
 
 def _refit(outcome: SearchOutcome, search: SearchFile, trainable, seconds: float, concurrency: int,
@@ -608,6 +639,8 @@ def _refit(outcome: SearchOutcome, search: SearchFile, trainable, seconds: float
     outcome.rows.extend(refits.rows)
     outcome.interrupted = interrupted
     outcome.seconds = time.time() - t0
+
+
 def _absolute(path: str | Path, root: Path) -> Path:
     path = Path(path)
     return path if path.is_absolute() else (root / path).resolve()
@@ -640,6 +673,13 @@ def resume_command(search_dir: Path, address: str | None = None) -> str:
     if address:
         words += ["--address", address]
     return " ".join(shlex.quote(w) for w in words)
+
+
+def _fault_injection() -> dict[str, int]:
+    """Test-only: ``LENSEARCH_TEST_KILL_AT_EPOCH=N`` kills each trial's (last) worker once, after epoch N's
+    checkpoint (``training.loop._fault_point``); read here on the driver so it reaches trials on any node."""
+    value = os.environ.get("LENSEARCH_TEST_KILL_AT_EPOCH")
+    return {"kill_at_epoch": int(value)} if value else {}
 
 
 def _metrics_named(search: SearchFile, fixed_config: dict[str, Any] | None) -> list[str]:

@@ -53,9 +53,11 @@ class TuneContext(RunContext):
     """A single-worker trial run directly in the Tune trial process: no process group, no worker actors."""
 
     def report(self, metrics: dict[str, Any]) -> None:
+        import ray
         from ray import tune
 
-        tune.report(dict(metrics))
+        # which Ray node ran the trial (on a multi-node cluster; Tune's own node_ip is one per host)
+        tune.report({**metrics, "node_id": ray.get_runtime_context().get_node_id()})
 
 
 class RayTrainContext(RunContext):

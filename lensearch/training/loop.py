@@ -111,6 +111,21 @@ def _monitored(metrics: dict[str, float], name: str) -> float:
     return value
 
 
+def _fault_point(run: dict[str, Any], epoch: int, ctx: RunContext) -> None:
+    """Fault-injection hook for tests: ``run["kill_at_epoch"]`` (set by the search driver from the environment
+    variable ``LENSEARCH_TEST_KILL_AT_EPOCH``) kills the last rank's process with SIGKILL once that epoch's
+    checkpoint is written and before it is reported, on the first attempt only (a marker file in the run dir)."""
+    if run.get("kill_at_epoch") != epoch or ctx.rank != ctx.world_size - 1:
+        return
+    marker = Path(run["dir"]) / ".fault_injected"
+    if marker.exists():
+        return
+    marker.write_text(f"SIGKILL at epoch {epoch}\n")
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Train ``config`` (a resolved run configuration); returns the last epoch's metrics.
 
@@ -264,6 +279,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
                 _save_sample_grid(evaluator, norm, val_set, ctx.device, run_dir / SAMPLE_GRID, run["scale"])
         metrics["epoch_time_s"] = time.perf_counter() - t0
         metrics["checkpoint_dir"] = str(ckpt_dir)
+        _fault_point(run, epoch, ctx)
         ctx.barrier()
         ctx.report(metrics)
         last = metrics

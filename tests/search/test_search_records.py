@@ -16,8 +16,8 @@ import yaml
 from lensearch.cli import main
 from lensearch.search.schema import load_search
 from lensearch.search.tracking import error_summary, file_digest
-from lensearch.search.tuner import (ORIGIN, RUNNING, SearchOutcome, TrialRow, _resolve_search_dir, leaderboard,
-                                    make_searcher, resume_command)
+from lensearch.search.tuner import (ORIGIN, SearchOutcome, TrialRow, _resolve_search_dir, hold_search_name,
+                                    leaderboard, make_searcher, resume_command)
 
 SPACE = {"name": "rec", "budget": {"num_samples": 4, "max_epochs": 1},
          "searcher": {"name": "tpe", "seed": 3, "startup_trials": 2},
@@ -49,26 +49,23 @@ def _one_line(capsys) -> str:
 
 
 def test_a_second_search_of_the_same_name_is_refused_while_the_first_runs(tmp_path, capsys):
-    import socket
-    import subprocess
-
     store = tmp_path / "mlruns"
     old = _fake_search(store, "rec")
     _fake_search(store, "rec-big")  # another name that merely starts the same way does not count
+    search = load_search(_write(tmp_path))
     # a finished (or killed) earlier search of the name does not stop a new one: a new directory beside it
-    path, resuming = _resolve_search_dir(load_search(_write(tmp_path)), store / "searches", False, unique=True)
+    path, resuming = _resolve_search_dir(search, store / "searches", False)
     assert not resuming and path.parent == old.parent and path.name.startswith("rec-2") and path != old
-    other = subprocess.Popen(["sleep", "60"])  # a live process "running" the first search
+    held = hold_search_name(store / "searches", search, resuming=False)  # as the running search holds it
     try:
-        (old / RUNNING).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
         assert main(["tune", str(_write(tmp_path)), "--store", str(store)]) == 2
         err = _one_line(capsys)
-        assert f"a search named 'rec' is running in {old} (pid {other.pid})" in err and "--resume" in err
+        assert f"a search named 'rec' is running in another process (pid {os.getpid()})" in err
     finally:
-        other.kill()
-        other.wait()
-    assert sorted(p.name for p in (store / "searches").iterdir()) == ["rec-20260101-120000",
-                                                                       "rec-big-20260101-120000"]
+        held.close()
+    assert sorted(p.name for p in (store / "searches").iterdir()
+                  if not p.name.startswith(".")) == ["rec-20260101-120000", "rec-big-20260101-120000"]
+    hold_search_name(store / "searches", search, resuming=False).close()  # released: free again
 
 
 def test_resume_refuses_a_store_or_tracking_uri_other_than_its_own(tmp_path, capsys):
