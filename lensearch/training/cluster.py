@@ -59,10 +59,20 @@ class RayHandle:
         return {k: float(v) for k, v in ray.cluster_resources().items()}
 
     def close(self) -> None:
-        import ray
-
         if not self.owned:
             return
+        if self.started and self.users is not None and not _sole_user(self.users):
+            # other searches still use the instance: finish this one's work (results, leaderboard) first and
+            # wait for them when this process exits
+            import atexit
+
+            atexit.register(self._stop_when_alone)
+            return
+        self._stop_when_alone()
+
+    def _stop_when_alone(self) -> None:
+        import ray
+
         try:
             if self.started and self.users is not None:
                 _wait_for_other_users(self.users)
@@ -78,6 +88,18 @@ class RayHandle:
             if self.users is not None:
                 self.users.close()  # releases the lock
                 self.users = None
+
+
+def _sole_user(users) -> bool:
+    """Whether no other process holds the users lock (tried by turning our shared lock exclusive; only the
+    starter ever asks for it exclusively, so it is simply taken shared again after)."""
+    try:
+        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        fcntl.flock(users, fcntl.LOCK_SH)
 
 
 def _wait_for_other_users(users) -> None:
