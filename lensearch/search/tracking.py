@@ -42,12 +42,49 @@ def default_tracking_uri(store: Path) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+# MLflow 3's UI opens an experiment by its kind: untagged ones may land on the GenAI traces view.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def get_experiment_id(client, name: str, store: Path | None) -> str:
+    """The experiment ``name`` (created with its artifacts under ``store`` when new), tagged as ML training."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = (store / "artifacts" / name).as_uri() if store is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    if exp is None:
+        location = (store / "artifacts" / name).as_uri() if store is not None else None
+        exp_id = client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+    else:
+        exp_id = exp.experiment_id
+        if exp.tags.get(EXPERIMENT_KIND[0]) is None:       # made by an older lensearch: tag it now
+            client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+    return exp_id
+
+
+def file_digest(path: Path) -> str:
+    """A cheap content digest of a (possibly large) data file: SHA-256 of its size and first and last MiB,
+    16 hex digits. It changes when the file is rewritten, not when it is copied or touched."""
+    import hashlib
+
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(size - (1 << 20))
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def dataset_inputs(data_path: str | Path, digest: str) -> list:
+    """MLflow dataset inputs for a trial: the HDF5 file's ``train`` and ``val`` splits, named ``<stem>/train`` and
+    ``<stem>/val`` (MLflow keeps one input per dataset name and digest), each with its context tag."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    path = Path(data_path)
+    return [DatasetInput(Dataset(name=f"{path.stem}/{split}", digest=digest, source_type="local",
+                                 source=json.dumps({"uri": str(path), "split": f"split/{split}"}),
+                                 schema=json.dumps({"format": "lensearch HDF5", "arrays": ["lr", "hr"]})),
+                         tags=[InputTag("mlflow.data.context", split)])
+            for split in ("train", "val")]
 
 
 def versions() -> dict[str, str]:
@@ -170,6 +207,17 @@ class MLflowTracker(Callback):
         self._save_state()
         for key, value in sorted(trial.config.items()):
             self.client.log_param(run.info.run_id, key, str(value)[:6000])
+        self._log_dataset(run.info.run_id)
+
+    def _log_dataset(self, run_id: str) -> None:
+        """Record the search's HDF5 file (digest computed once per search) as the run's train/val input."""
+        data = self.info.get("params", {}).get("data")
+        if not data or not Path(data).is_file():
+            return
+        if self._state.get("data_digest") is None:
+            self._state["data_digest"] = file_digest(Path(data))
+            self._save_state()
+        self.client.log_inputs(run_id, datasets=dataset_inputs(data, self._state["data_digest"]))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._ensure()
