@@ -34,7 +34,8 @@ def _error_line(capsys) -> str:
 # ------------------------------------------------------------------------------------------- the real search
 @pytest.fixture(scope="session")
 def tiny_search(ray_cluster, tiny_h5, tmp_path_factory):
-    """One real search: smoke.yaml on the tiny data, 2 single-worker trials x 1 epoch, no early stopping."""
+    """One real search: smoke.yaml on the tiny data, 2 single-worker trials x 1 epoch, no early stopping,
+    system metrics sampled every 0.5 s."""
     from lensearch.search.schema import load_search
     from lensearch.search.tuner import SearchOptions, run_search
 
@@ -44,7 +45,8 @@ def tiny_search(ray_cluster, tiny_h5, tmp_path_factory):
                budget={"num_samples": 2, "max_epochs": 1}, scheduler={"name": "none"})
     path = root / "exp.yaml"
     path.write_text(yaml.safe_dump(doc))
-    outcome = run_search(load_search(path), SearchOptions(store=root / "mlruns", root=root, quiet=True))
+    outcome = run_search(load_search(path), SearchOptions(store=root / "mlruns", root=root, quiet=True,
+                                                          system_metrics=0.5))
     assert [r.state for r in outcome.rows] == ["completed", "completed"]
     return outcome
 
@@ -114,6 +116,11 @@ def test_export_of_a_real_search_is_verified_self_contained_and_registered(tiny_
     assert sorted((i.dataset.name, i.dataset.digest, i.tags[0].value) for i in trial_inputs) == [
         ("tiny/train", file_digest(tiny_h5), "train"), ("tiny/val", file_digest(tiny_h5), "val")]
     assert str(tiny_h5) in trial_inputs[0].dataset.source
+    # --system-metrics: sampled into every trial's run, beside the per-epoch metrics.
+    for row in tiny_search.rows:
+        sampled = client.get_run(row.run_id).data.metrics
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(sampled), row
+        assert 0 <= sampled["system/cpu_utilization_percentage"] <= 100 * 64
 
     # The registered model loads through MLflow itself, by alias, and upscales a batch like the export's graph.
     import mlflow.pyfunc

@@ -123,11 +123,31 @@ class MLflowTracker(Callback):
         self._client = None
         self._ready = False
         self._state = {"parent": None, "trials": {}, "finished": [], "logged": {}}
+        self._monitors = {}  # trial id -> MLflow SystemMetricsMonitor (with search_info["system_metrics"])
 
     def __getstate__(self):
         # Tune pickles callbacks with the experiment and, on Tuner.restore, uses the unpickled copy: it must
         # start from the state file, not from whatever this object held when it was pickled.
-        return {**self.__dict__, "_client": None, "_ready": False}
+        return {**self.__dict__, "_client": None, "_ready": False, "_monitors": {}}
+
+    def _start_monitor(self, trial_id: str, run_id: str, resumed: bool) -> None:
+        """Sample system metrics (CPU, memory, GPU where MLflow sees one) into the trial's run, from this
+        process (the driver's machine), every ``search_info["system_metrics"]`` seconds."""
+        interval = self.info.get("system_metrics")
+        monitors = self.__dict__.setdefault("_monitors", {})
+        if not interval or trial_id in monitors:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=float(interval), resume_logging=resumed,
+                                       tracking_uri=self.tracking_uri)
+        monitor.start()
+        monitors[trial_id] = monitor
+
+    def _stop_monitor(self, trial_id: str) -> None:
+        monitor = self.__dict__.setdefault("_monitors", {}).pop(trial_id, None)
+        if monitor is not None:
+            monitor.finish()
 
     def reload(self) -> None:
         """Re-read the run mapping written by whichever copy of this callback Tune used."""
@@ -198,6 +218,7 @@ class MLflowTracker(Callback):
         run_id = self.run_id(trial.trial_id)
         if run_id is not None:           # restarted after a resume: keep logging into the same run
             self.client.update_run(run_id, status="RUNNING")
+            self._start_monitor(trial.trial_id, run_id, resumed=True)
             return
         exp_id = get_experiment_id(self.client, self.experiment, self.store)
         tags = {"mlflow.parentRunId": self.parent_run_id, "lensearch.kind": "trial",
@@ -208,6 +229,7 @@ class MLflowTracker(Callback):
         for key, value in sorted(trial.config.items()):
             self.client.log_param(run.info.run_id, key, str(value)[:6000])
         self._log_dataset(run.info.run_id)
+        self._start_monitor(trial.trial_id, run.info.run_id, resumed=False)
 
     def _log_dataset(self, run_id: str) -> None:
         """Record the search's HDF5 file (digest computed once per search) as the run's train/val input."""
@@ -253,6 +275,7 @@ class MLflowTracker(Callback):
         with ``status`` (once: a trial already closed is left alone)."""
         self._ensure()
         run_id = self.run_id(trial_id)
+        self._stop_monitor(trial_id)
         if run_id is None or trial_id in self._state["finished"]:
             return
         self.client.set_tag(run_id, "state", state[:5000])
@@ -273,6 +296,8 @@ class MLflowTracker(Callback):
     def finish_search(self, summary: dict[str, Any], leaderboard_text: str, status: str = "FINISHED") -> None:
         """Log the outcome on the parent run and close it (status KILLED for an interrupted search)."""
         self.reload()
+        for trial_id in list(self.__dict__.get("_monitors", {})):
+            self._stop_monitor(trial_id)
         run_id = self.parent_run_id
         if run_id is None:
             return

@@ -267,6 +267,7 @@ class SearchOptions:
     root: Path = field(default_factory=Path.cwd)
     cpus_per_worker: float | None = None  # override resources.cpus_per_worker (capped to what fits)
     callbacks: list = field(default_factory=list)  # extra Ray Tune callbacks (benchmarks, notebooks)
+    system_metrics: float | None = None  # sample CPU/GPU/memory into each trial's MLflow run every N seconds
 
 
 @dataclass
@@ -333,6 +334,16 @@ def _resources(search: SearchFile, opts: SearchOptions, cluster: dict[str, float
                      gpus_per_worker=float(res["gpus_per_worker"])).resolved(cluster)
 
 
+def _check_system_metrics(interval: float | None) -> None:
+    if interval is None:
+        return
+    expect(interval > 0, f"--system-metrics {interval:g}: the sampling interval must be > 0 seconds")
+    try:
+        import psutil  # noqa: F401  (MLflow's system metrics need it)
+    except ImportError:
+        raise UserError("--system-metrics needs psutil: pip install psutil") from None
+
+
 def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[str, Any] | None = None) -> SearchOutcome:
     """Run (or resume) ``search``. With ``fixed_config`` the space is ignored and one configuration is
     trained (``lensearch train``), tracked exactly like a search trial."""
@@ -342,6 +353,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     from lensearch.training.cluster import connect
     from lensearch.training.runner import prepare_data
 
+    _check_system_metrics(opts.system_metrics)
     t0 = time.time()
     store = (opts.root / opts.store).resolve() if not Path(opts.store).is_absolute() else Path(opts.store)
     tracking_uri = opts.tracking_uri or default_tracking_uri(store)
@@ -428,7 +440,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         info = {
             "name": search.name, "max_epochs": max_epochs, "trials_dir": trials_dir,
             "objectives": [(o.metric, o.mode) for o in search.objectives],
-            "log_checkpoints": opts.log_checkpoints,
+            "log_checkpoints": opts.log_checkpoints, "system_metrics": opts.system_metrics,
             "params": {"num_samples": budget["num_samples"], "max_epochs": max_epochs,
                        "scheduler": search.scheduler["name"], "searcher": search.searcher["name"],
                        "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,
