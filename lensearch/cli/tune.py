@@ -27,6 +27,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     gpu.add_argument("--cpu", dest="gpu", action="store_const", const="off", help="train on CPU (gloo)")
     p.add_argument("--no-log-checkpoints", action="store_true",
                    help="do not copy best checkpoints into MLflow (their path is still tagged)")
+    p.add_argument("--system-metrics", nargs="?", type=float, const=10.0, metavar="SECONDS",
+                   help="log CPU/GPU/memory system metrics into each trial's MLflow run, sampled every SECONDS "
+                        "(default 10) on the driver's machine")
     p.add_argument("--quiet", action="store_true", help="no live progress lines")
     p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
 
@@ -78,7 +81,7 @@ def _options(args, **extra):
 
     return SearchOptions(address=args.address, tracking_uri=args.tracking_uri, store=args.store,
                          workers=args.workers, gpu=args.gpu, log_checkpoints=not args.no_log_checkpoints,
-                         quiet=args.quiet, debug=args.debug, **extra)
+                         quiet=args.quiet, debug=args.debug, system_metrics=args.system_metrics, **extra)
 
 
 def _finish(outcome, args) -> int:

@@ -80,7 +80,9 @@ def _provenance(s: dict[str, Any], man: dict[str, Any]) -> list[str]:
             ["checkpoint", f"`{s['checkpoint']}`"],
             ["MLflow", f"tracking `{s['tracking_uri']}`, parent run `{s['parent_run_id']}`, trial run `{s['run_id']}`"]]
     if reg:
-        rows.append(["registered", f"`{reg['name']}` version {reg['version']} (export run `{reg['run_id']}`)"])
+        rows.append(["registered", f"`{reg['name']}` version {reg['version']} (export run `{reg['run_id']}`)"
+                                   + (f"; alias `{reg['alias']}`: `mlflow.pyfunc.load_model(\"{reg['model_uri']}\")`"
+                                      if reg.get("alias") else "")])
     versions = ", ".join(f"{k} {v}" for k, v in man["versions"].items())
     rows.append(["exported", f"{man['exported_at']} by lensearch {man['lensearch_version']} ({versions})"])
     return _table(["", ""], rows)

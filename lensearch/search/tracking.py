@@ -75,12 +75,49 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
                         f"sqlite:///PATH or another MLflow store URI")
 
 
+# MLflow 3's UI opens an experiment by its kind: untagged ones may land on the GenAI traces view.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def get_experiment_id(client, name: str, store: Path | None) -> str:
+    """The experiment ``name`` (created with its artifacts under ``store`` when new), tagged as ML training."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = (store / "artifacts" / name).as_uri() if store is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    if exp is None:
+        location = (store / "artifacts" / name).as_uri() if store is not None else None
+        exp_id = client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+    else:
+        exp_id = exp.experiment_id
+        if exp.tags.get(EXPERIMENT_KIND[0]) is None:       # made by an older lensearch: tag it now
+            client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+    return exp_id
+
+
+def file_digest(path: Path) -> str:
+    """A cheap content digest of a (possibly large) data file: SHA-256 of its size and first and last MiB,
+    16 hex digits. It changes when the file is rewritten, not when it is copied or touched."""
+    import hashlib
+
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(size - (1 << 20))
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def dataset_inputs(data_path: str | Path, digest: str) -> list:
+    """MLflow dataset inputs for a trial: the HDF5 file's ``train`` and ``val`` splits, named ``<stem>/train`` and
+    ``<stem>/val`` (MLflow keeps one input per dataset name and digest), each with its context tag."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    path = Path(data_path)
+    return [DatasetInput(Dataset(name=f"{path.stem}/{split}", digest=digest, source_type="local",
+                                 source=json.dumps({"uri": str(path), "split": f"split/{split}"}),
+                                 schema=json.dumps({"format": "lensearch HDF5", "arrays": ["lr", "hr"]})),
+                         tags=[InputTag("mlflow.data.context", split)])
+            for split in ("train", "val")]
 
 
 def versions() -> dict[str, str]:
@@ -152,11 +189,31 @@ class MLflowTracker(Callback):
         self._client = None
         self._ready = False
         self._state = {"parent": None, "trials": {}, "finished": [], "logged": {}}
+        self._monitors = {}  # trial id -> MLflow SystemMetricsMonitor (with search_info["system_metrics"])
 
     def __getstate__(self):
         # Tune pickles callbacks with the experiment and, on Tuner.restore, uses the unpickled copy: it must
         # start from the state file, not from whatever this object held when it was pickled.
-        return {**self.__dict__, "_client": None, "_ready": False}
+        return {**self.__dict__, "_client": None, "_ready": False, "_monitors": {}}
+
+    def _start_monitor(self, trial_id: str, run_id: str, resumed: bool) -> None:
+        """Sample system metrics (CPU, memory, GPU where MLflow sees one) into the trial's run, from this
+        process (the driver's machine), every ``search_info["system_metrics"]`` seconds."""
+        interval = self.info.get("system_metrics")
+        monitors = self.__dict__.setdefault("_monitors", {})
+        if not interval or trial_id in monitors:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=float(interval), resume_logging=resumed,
+                                       tracking_uri=self.tracking_uri)
+        monitor.start()
+        monitors[trial_id] = monitor
+
+    def _stop_monitor(self, trial_id: str) -> None:
+        monitor = self.__dict__.setdefault("_monitors", {}).pop(trial_id, None)
+        if monitor is not None:
+            monitor.finish()
 
     def reload(self) -> None:
         """Re-read the run mapping written by whichever copy of this callback Tune used."""
@@ -227,6 +284,7 @@ class MLflowTracker(Callback):
         run_id = self.run_id(trial.trial_id)
         if run_id is not None:           # restarted after a resume: keep logging into the same run
             self.client.update_run(run_id, status="RUNNING")
+            self._start_monitor(trial.trial_id, run_id, resumed=True)
             return
         exp_id = get_experiment_id(self.client, self.experiment, self.store)
         tags = {"mlflow.parentRunId": self.parent_run_id, "lensearch.kind": "trial",
@@ -236,6 +294,18 @@ class MLflowTracker(Callback):
         self._save_state()
         for key, value in sorted(trial.config.items()):
             self.client.log_param(run.info.run_id, key, str(value)[:6000])
+        self._log_dataset(run.info.run_id)
+        self._start_monitor(trial.trial_id, run.info.run_id, resumed=False)
+
+    def _log_dataset(self, run_id: str) -> None:
+        """Record the search's HDF5 file (digest computed once per search) as the run's train/val input."""
+        data = self.info.get("params", {}).get("data")
+        if not data or not Path(data).is_file():
+            return
+        if self._state.get("data_digest") is None:
+            self._state["data_digest"] = file_digest(Path(data))
+            self._save_state()
+        self.client.log_inputs(run_id, datasets=dataset_inputs(data, self._state["data_digest"]))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._ensure()
@@ -284,6 +354,7 @@ class MLflowTracker(Callback):
         with ``status`` (once: a trial already closed is left alone)."""
         self._ensure()
         run_id = self.run_id(trial_id)
+        self._stop_monitor(trial_id)
         if run_id is None or trial_id in self._state["finished"]:
             return
         self.client.set_tag(run_id, "state", state[:5000])
@@ -304,6 +375,8 @@ class MLflowTracker(Callback):
     def finish_search(self, summary: dict[str, Any], leaderboard_text: str, status: str = "FINISHED") -> None:
         """Log the outcome on the parent run and close it (status KILLED for an interrupted search)."""
         self.reload()
+        for trial_id in list(self.__dict__.get("_monitors", {})):
+            self._stop_monitor(trial_id)
         run_id = self.parent_run_id
         if run_id is None:
             return

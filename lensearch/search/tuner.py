@@ -304,6 +304,7 @@ class SearchOptions:
     cpus_per_worker: float | None = None  # override resources.cpus_per_worker (capped to what fits)
     max_retries: int | None = None       # override budget.max_retries (restarts of a trial whose process died)
     callbacks: list = field(default_factory=list)  # extra Ray Tune callbacks (benchmarks, notebooks)
+    system_metrics: float | None = None  # sample CPU/GPU/memory into each trial's MLflow run every N seconds
 
 
 @dataclass
@@ -400,6 +401,16 @@ def _resources(search: SearchFile, opts: SearchOptions, cluster: dict[str, float
                      gpus_per_worker=float(res["gpus_per_worker"])).resolved(cluster)
 
 
+def _check_system_metrics(interval: float | None) -> None:
+    if interval is None:
+        return
+    expect(interval > 0, f"--system-metrics {interval:g}: the sampling interval must be > 0 seconds")
+    try:
+        import psutil  # noqa: F401  (MLflow's system metrics need it)
+    except ImportError:
+        raise UserError("--system-metrics needs psutil: pip install psutil") from None
+
+
 def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[str, Any] | None = None) -> SearchOutcome:
     """Run (or resume) ``search``. With ``fixed_config`` the space is ignored and one configuration is
     trained (``lensearch train``), tracked exactly like a search trial."""
@@ -409,6 +420,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     from lensearch.training.cluster import connect
     from lensearch.training.runner import prepare_data
 
+    _check_system_metrics(opts.system_metrics)
     t0 = time.time()
     # a failed trial is one line (ProgressPrinter) and its traceback goes to MLflow (error.txt), not ~85 lines
     # of Tune's log on the terminal; --debug brings them back
@@ -538,7 +550,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         info = {
             "name": search.name, "max_epochs": max_epochs, "trials_dir": trials_dir,
             "objectives": [(o.metric, o.mode) for o in search.objectives],
-            "log_checkpoints": opts.log_checkpoints,
+            "log_checkpoints": opts.log_checkpoints, "system_metrics": opts.system_metrics,
             "params": {"num_samples": budget["num_samples"], "max_epochs": max_epochs,
                        "scheduler": search.scheduler["name"], "searcher": search.searcher["name"],
                        "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,

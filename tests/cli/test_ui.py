@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -123,3 +124,9 @@ def test_ui_stopped_by_its_pid_ends_the_server_and_all_its_processes(tmp_path, s
 def test_ui_without_a_store_is_a_one_line_error(tmp_path, capsys):
     assert main(["ui", "--store", str(tmp_path / "nothing")]) == 2
     assert "no MLflow database yet" in capsys.readouterr().err
+
+
+def test_system_metrics_interval_is_checked_before_anything_starts(capsys):
+    smoke = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+    assert main(["tune", str(smoke), "--system-metrics", "0"]) == 2
+    assert "--system-metrics 0: the sampling interval must be > 0 seconds" in capsys.readouterr().err

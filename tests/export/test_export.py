@@ -34,7 +34,8 @@ def _error_line(capsys) -> str:
 # ------------------------------------------------------------------------------------------- the real search
 @pytest.fixture(scope="session")
 def tiny_search(ray_cluster, tiny_h5, tmp_path_factory):
-    """One real search: smoke.yaml on the tiny data, 2 single-worker trials x 1 epoch, no early stopping."""
+    """One real search: smoke.yaml on the tiny data, 2 single-worker trials x 1 epoch, no early stopping,
+    system metrics sampled every 0.5 s."""
     from lensearch.search.schema import load_search
     from lensearch.search.tuner import SearchOptions, run_search
 
@@ -44,13 +45,14 @@ def tiny_search(ray_cluster, tiny_h5, tmp_path_factory):
                budget={"num_samples": 2, "max_epochs": 1}, scheduler={"name": "none"})
     path = root / "exp.yaml"
     path.write_text(yaml.safe_dump(doc))
-    outcome = run_search(load_search(path), SearchOptions(store=root / "mlruns", root=root, quiet=True))
+    outcome = run_search(load_search(path), SearchOptions(store=root / "mlruns", root=root, quiet=True,
+                                                          system_metrics=0.5))
     assert [r.state for r in outcome.rows] == ["completed", "completed"]
     return outcome
 
 
 @pytest.mark.ray
-def test_export_of_a_real_search_is_verified_self_contained_and_registered(tiny_search, tmp_path, capsys):
+def test_export_of_a_real_search_is_verified_self_contained_and_registered(tiny_search, tiny_h5, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     store, best = tiny_search.search_dir.parent.parent, tiny_search.best()
@@ -104,11 +106,45 @@ def test_export_of_a_real_search_is_verified_self_contained_and_registered(tiny_
     assert run.data.tags["lensearch.search_run_id"] == tiny_search.parent_run_id
     registered_files = {a.path for a in client.list_artifacts(v1.run_id, "model")}
     assert {"model/MODEL_CARD.md", "model/export.json", "model/model.onnx"} <= registered_files
+    # In the UI the export sits under its search, in an experiment tagged as ML training (not GenAI).
+    assert run.data.tags["mlflow.parentRunId"] == tiny_search.parent_run_id
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    from lensearch.search.tracking import file_digest
+
+    # Each trial recorded its data file as train and val input, with one digest.
+    trial_inputs = client.get_run(best.run_id).inputs.dataset_inputs
+    assert sorted((i.dataset.name, i.dataset.digest, i.tags[0].value) for i in trial_inputs) == [
+        ("tiny/train", file_digest(tiny_h5), "train"), ("tiny/val", file_digest(tiny_h5), "val")]
+    assert str(tiny_h5) in trial_inputs[0].dataset.source
+    # --system-metrics: sampled into every trial's run, beside the per-epoch metrics.
+    for row in tiny_search.rows:
+        sampled = client.get_run(row.run_id).data.metrics
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(sampled), row
+        assert 0 <= sampled["system/cpu_utilization_percentage"] <= 100 * 64
+
+    # The registered model loads through MLflow itself, by alias, and upscales a batch like the export's graph.
+    import mlflow.pyfunc
+
+    assert str(client.get_model_version_by_alias("lensearch-exp", "champion").version) == "1"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tiny_search.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/lensearch-exp@champion")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    sig = model.metadata.signature
+    assert sig.inputs.to_dict()[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 1, -1, -1)}
+    assert model.metadata.get_input_schema() is not None and (model.metadata.saved_input_example_info or {})
+    batch = split["lr"][:3]
+    got = model.predict(batch)
+    assert got.shape == (3, 1, 2 * batch.shape[2], 2 * batch.shape[3]) and got.dtype == np.float32
+    np.testing.assert_allclose(got, sr[:3], rtol=0, atol=1e-5)
 
     # Again, naming the search by its MLflow parent run id: a new version of the same registered model.
     assert main(["export", tiny_search.parent_run_id, "--store", str(store), "--out", str(tmp_path / "m2")]) == 0
     assert json.loads((tmp_path / "m2" / "export.json").read_text())["registered"]["version"] == 2
     assert len(client.search_model_versions("name = 'lensearch-exp'")) == 2
+    assert str(client.get_model_version_by_alias("lensearch-exp", "champion").version) == "2"  # the newest export
 
 
 # ------------------------------------------------------------------------------------------- verification

@@ -4,42 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from lensearch.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def report_search(ray_cluster, tiny_h5, tmp_path_factory):
-    """smoke.yaml on the tiny data, cut to 3 single-worker trials x <= 3 reports of 10 steps, ASHA after the
-    first report; warm-started with one SPAN and one ESPCN point so two architectures are always there."""
-    from lensearch.search.schema import load_search
-    from lensearch.search.tuner import SearchOptions, run_search
-
-    root = tmp_path_factory.mktemp("report_search")
-    doc = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    span = doc["searcher"]["initial_points"][0]
-    espcn = {**{k: v for k, v in span.items() if not k.startswith("model")}, "model": "espcn",
-             "model.espcn.num_features": 16, "model.espcn.num_layers": 4, "normalization": "none"}
-    doc["space"]["model"]["choice"] = {k: v for k, v in doc["space"]["model"]["choice"].items()
-                                       if k in ("span", "espcn")}
-    doc["space"]["train"]["steps_per_epoch"] = 10
-    doc.update(name="rep", data={"path": str(tiny_h5)}, resources={"workers": 1},
-               budget={"num_samples": 3, "max_epochs": 3},
-               scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
-               searcher={**doc["searcher"], "startup_trials": 2, "initial_points": [span, espcn]})
-    path = root / "rep.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    outcome = run_search(load_search(path), SearchOptions(store=root / "mlruns", root=root, quiet=True))
-    assert len(outcome.rows) == 3 and not any(r.state.startswith("errored") for r in outcome.rows)
-    return outcome
 
 
 def _children(outcome):
