@@ -92,7 +92,7 @@ def get_experiment_id(client, name: str, store: Path | None) -> str:
     return exp_id
 
 
-def file_digest(path: Path) -> str:
+def quick_digest(path: Path) -> str:
     """A cheap content digest of a (possibly large) data file: SHA-256 of its size and first and last MiB,
     16 hex digits. It changes when the file is rewritten, not when it is copied or touched."""
     import hashlib
@@ -303,7 +303,7 @@ class MLflowTracker(Callback):
         if not data or not Path(data).is_file():
             return
         if self._state.get("data_digest") is None:
-            self._state["data_digest"] = file_digest(Path(data))
+            self._state["data_digest"] = quick_digest(Path(data))
             self._save_state()
         self.client.log_inputs(run_id, datasets=dataset_inputs(data, self._state["data_digest"]))
 

@@ -127,6 +127,6 @@ def test_ui_without_a_store_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_system_metrics_interval_is_checked_before_anything_starts(capsys):
-    smoke = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+    smoke = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
     assert main(["tune", str(smoke), "--system-metrics", "0"]) == 2
     assert "--system-metrics 0: the sampling interval must be > 0 seconds" in capsys.readouterr().err

@@ -109,12 +109,12 @@ def test_export_of_a_real_search_is_verified_self_contained_and_registered(tiny_
     # In the UI the export sits under its search, in an experiment tagged as ML training (not GenAI).
     assert run.data.tags["mlflow.parentRunId"] == tiny_search.parent_run_id
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
-    from lensearch.search.tracking import file_digest
+    from lensearch.search.tracking import quick_digest
 
     # Each trial recorded its data file as train and val input, with one digest.
     trial_inputs = client.get_run(best.run_id).inputs.dataset_inputs
     assert sorted((i.dataset.name, i.dataset.digest, i.tags[0].value) for i in trial_inputs) == [
-        ("tiny/train", file_digest(tiny_h5), "train"), ("tiny/val", file_digest(tiny_h5), "val")]
+        ("tiny/train", quick_digest(tiny_h5), "train"), ("tiny/val", quick_digest(tiny_h5), "val")]
     assert str(tiny_h5) in trial_inputs[0].dataset.source
     # --system-metrics: sampled into every trial's run, beside the per-epoch metrics.
     for row in tiny_search.rows:
