@@ -40,6 +40,7 @@ SEARCHES = "searches"
 TRIALS = "trials"
 TUNE = "tune"
 BUDGET = "budget.json"  # the budget a search started with (CLI overrides applied), reused by --resume
+OPTUNA_JOURNAL = "optuna.journal"  # the search's Optuna study (JournalStorage file), kept across --resume
 ORIGIN = "origin.json"  # the search's name, store, tracking URI and data file, reused by --resume
 COST_METRICS = ("params", "flops", "latency_ms")
 DOWNSTREAM_METRIC = "val_downstream_auc"  # lensearch.training.frozen_classifier.METRIC
@@ -91,7 +92,8 @@ def _better(value: float, than: float | None, mode: str) -> bool:
     return than is None or (value > than if mode == "max" else value < than)
 
 
-def make_searcher(search: SearchFile, max_epochs: int, num_samples: int | None = None):
+def make_searcher(search: SearchFile, max_epochs: int, num_samples: int | None = None,
+                  journal: Path | None = None):
     """OptunaSearch that tells Optuna the truth about early-stopped trials and the same value the
     leaderboard ranks by.
 
@@ -106,6 +108,9 @@ def make_searcher(search: SearchFile, max_epochs: int, num_samples: int | None =
     epoch — not the last epoch's values.
 
     ``num_samples`` (default: the search file's budget) sizes NSGA-II's population.
+
+    With ``journal`` the study lives in that file (Optuna ``JournalStorage``, study name = the search's name):
+    it survives ``--resume`` with the searcher, and ``optuna-dashboard`` or ``optuna.load_study`` can open it.
     """
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -154,8 +159,14 @@ def make_searcher(search: SearchFile, max_epochs: int, num_samples: int | None =
     metrics = [m for m, _ in objectives]
     modes = [m for _, m in objectives]
     multi = len(metrics) > 1
+    storage = None
+    if journal is not None:  # the study on disk (optuna-dashboard, importance), not only in Tune's pickle
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(str(journal)))
     return PruneAwareOptunaSearch(
-        space=search.space.suggest,
+        space=search.space.suggest, storage=storage, study_name=search.name if storage is not None else None,
         metric=metrics if multi else metrics[0],
         mode=modes if multi else modes[0],
         sampler=make_sampler(search.searcher, multi,
@@ -582,7 +593,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                 tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=1)
             else:
                 tune_config = tune.TuneConfig(
-                    search_alg=make_searcher(search, max_epochs, num_samples=budget["num_samples"]),
+                    search_alg=make_searcher(search, max_epochs, num_samples=budget["num_samples"],
+                                             journal=search_dir / OPTUNA_JOURNAL),
                     scheduler=make_scheduler(search, max_epochs, notice=(lambda _: None) if opts.quiet else None),
                     num_samples=budget["num_samples"], max_concurrent_trials=concurrency,
                     time_budget_s=(budget["time_budget_s"] - refit_s) if budget["time_budget_s"] else None)

@@ -212,6 +212,14 @@ def test_interrupted_search_resumes_without_rerunning_or_relogging(ray_cluster, 
     for child in children:                            # one child per trial, none duplicated
         history = client.get_metric_history(child.info.run_id, "val_psnr")
         assert [m.step for m in history] == [1, 2]    # finished trials were not rerun or logged twice
+    # the Optuna study is on disk and went on after the resume: each trial once, all told complete
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="resumable",
+                              storage=JournalStorage(JournalFileBackend(str(search_dir / "optuna.journal"))))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     # the reproducibility record: seed, versions, the data file's digest
     assert parent.data.params["searcher_seed"] == "0"
     for package in ("lensearch", "torch", "ray", "optuna", "mlflow", "numpy", "h5py"):
