@@ -257,6 +257,9 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
         test = score_images(models, data, "test")
     head = ["model", "trial", "state", "best epoch", "epochs run", "steps", "val_psnr", "val_ssim", "val_mse",
             "gap closed", "params", "flops", "latency_ms"]
+    auc = any("val_downstream_auc" in t.best for t in best)  # a search that scored the science too
+    if auc:
+        head.append("val_downstream_auc")
     if test:
         head += ["test_psnr", "test_ssim", "test_ssim_skimage", "test_mse"]
     rows, board = [], []
@@ -268,6 +271,9 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
                int(t.cost["flops"]) if "flops" in t.cost else None, t.cost.get("latency_ms")]
         entry = {"model": t.model, "trial": t.trial_id, "run_id": t.run_id, **{k: t.best.get(k) for k in
                  ("val_psnr", "val_ssim", "val_mse", "epoch", "steps")}, "gap_closed": gap, **t.cost}
+        if auc:
+            row.append(t.best.get("val_downstream_auc"))
+            entry["val_downstream_auc"] = t.best.get("val_downstream_auc")
         if test:
             m = test["metrics"].get(t.model)
             vals = [_nanmean(m[k]) if m else None for k in ("psnr", "ssim", "ssim_skimage", "mse")]
@@ -280,6 +286,8 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
                ref.get(f"{who}_val_ssim"), ref.get(f"{who}_val_mse"),
                "0.0 %" if who == "bicubic" else "100.0 %", None, None,
                None]
+        if auc:  # the frozen classifier on bicubic images, and on HR images in the ceiling row
+            row.append(ref.get("bicubic_val_downstream_auc" if who == "bicubic" else "hr_val_downstream_auc"))
         if test:
             m = test["metrics"].get(who)
             row += [_nanmean(m[k]) for k in ("psnr", "ssim", "ssim_skimage", "mse")] if m else [None] * 4
@@ -293,7 +301,9 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
              f"the noise ceiling needs the HR noise-free images and is scored on val only. " if test else
              "Pass --data FILE.h5 to score the best checkpoints on the test split. ")
           + f"{SSIM_CONVENTIONS['ssim']} = val_ssim/test_ssim; {SSIM_CONVENTIONS['ssim_skimage']} = "
-            f"test_ssim_skimage.")
+            f"test_ssim_skimage."
+          + (" val_downstream_auc: the search's frozen HR-trained classifier scored on each model's SR val images; "
+             "the bicubic row holds its AUC on bicubic images, the noise-ceiling row its AUC on HR." if auc else ""))
     doc.table(head, rows)
     result["leaderboard"] = board
     result["reference"] = ref

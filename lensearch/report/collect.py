@@ -147,7 +147,7 @@ def collect_one(search: str, store: str | Path = "mlruns", tracking_uri: str | N
     summary: dict[str, Any] = dict(parent.data.metrics)
     summary.update({k[len("summary."):]: v for k, v in parent.data.tags.items() if k.startswith("summary.")})
     reference = {k: float(v) for k, v in parent.data.metrics.items()
-                 if k.startswith(("bicubic_val_", "noise_ceiling_val_"))}
+                 if k.startswith(("bicubic_val_", "noise_ceiling_val_", "hr_val_"))}
     wanted = list(dict.fromkeys([*(m for m, _ in ref.objectives), *HISTORY_METRICS]))
     trials = []
     for run in children:

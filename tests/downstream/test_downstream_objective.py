@@ -145,6 +145,22 @@ def test_search_with_the_downstream_objective_runs_end_to_end(ray_cluster, nl_h5
     assert entry["trained"] is False
     sr = _sr_val_images(row.checkpoint.replace("best.pt", "last.pt"), nl_h5)
     assert last["metrics"]["val_downstream_auc"] == pytest.approx(_independent_auc(entry, nl_h5, sr), abs=1e-6)
+    # the report shows the science next to the pixels: the trial's AUC, and the classifier on bicubic and on HR
+    import json
+
+    from lensearch.cli import main
+
+    out = tmp_path / "report"
+    assert main(["report", str(outcome.search_dir), "--out", str(out), "--store", str(tmp_path / "mlruns"),
+                 "--json"]) == 0
+    (search,) = json.loads((out / "report.json").read_text())["searches"]
+    (entry,) = search["leaderboard"]   # one architecture: its best trial by val_psnr
+    best = outcome.best()
+    assert entry["trial"] == best.trial_id
+    assert entry["val_downstream_auc"] == pytest.approx(best.best["val_downstream_auc"])
+    md = (out / "report.md").read_text()
+    assert "val_downstream_auc" in md and "its AUC on HR" in md
+    assert search["reference"]["hr_val_downstream_auc"] == pytest.approx(outcome.reference["hr_val_downstream_auc"])
 
 
 @pytest.mark.ray
