@@ -336,7 +336,7 @@ class MLflowTracker(Callback):
         """A trial whose process died is restarted (``budget.max_retries``): its run says why, and stays open."""
         self._ensure()
         run_id = self.run_id(trial.trial_id)
-        if run_id is not None and death_cause(_error_text(trial)) is not None:
+        if run_id is not None and death_cause(trial_error_text(trial)) is not None:
             self.client.set_tag(run_id, f"retry.{trial.num_failures}",
                                 retry_message(trial, self.info.get("max_retries", 0))[:5000])
 
@@ -480,22 +480,10 @@ def death_cause(text: str) -> str | None:
     return "worker died" + (f" ({how})" if how else "")
 
 
-def _error_text(trial) -> str:
-    text = ""
-    try:
-        err = trial.get_error()
-        text = str(err) if err is not None else ""
-    except Exception:
-        pass
-    if getattr(trial, "error_file", None) and Path(trial.error_file).exists():
-        text = text or Path(trial.error_file).read_text()
-    return text
-
-
 def retry_message(trial, max_retries: int) -> str:
     """One line for a trial Tune is about to restart, naming the cause, e.g.
     ``worker died (SIGKILL) at epoch 2; retry 1/2 from checkpoint``."""
-    text = _error_text(trial)
+    text = trial_error_text(trial)
     last = trial.last_result or {}
     epoch = int(last.get("epoch", 0) or 0) + 1  # it died in the epoch after its last report
     ckpt = last.get("checkpoint_dir")

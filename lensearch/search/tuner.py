@@ -283,9 +283,9 @@ class ProgressPrinter(Callback):
         self._say(f"trial {trial.trial_id} errored: {trial_error_message(trial)}")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        from lensearch.search.tracking import _error_text, death_cause
+        from lensearch.search.tracking import death_cause, trial_error_text
 
-        if death_cause(_error_text(trial)) is None:
+        if death_cause(trial_error_text(trial)) is None:
             return  # an error it raised: restarted only to re-raise it (trial_function), shown as errored
         self._say(f"trial {trial.trial_id} {retry_message(trial, getattr(self, 'max_retries', 0))}")
 
