@@ -25,6 +25,7 @@ from typing import Any
 from ray.tune import Callback
 
 from lensearch import __version__
+from lensearch.data.digest import file_digest, quick_digest  # noqa: F401  (re-exported)
 from lensearch.errors import UserError
 from lensearch.search.refit import REFIT_OF, refit_state
 from lensearch.training.runner import error_line
@@ -92,21 +93,6 @@ def get_experiment_id(client, name: str, store: Path | None) -> str:
     return exp_id
 
 
-def quick_digest(path: Path) -> str:
-    """A cheap content digest of a (possibly large) data file: SHA-256 of its size and first and last MiB,
-    16 hex digits. It changes when the file is rewritten, not when it is copied or touched."""
-    import hashlib
-
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        digest.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(size - (1 << 20))
-            digest.update(f.read())
-    return digest.hexdigest()[:16]
-
-
 def dataset_inputs(data_path: str | Path, digest: str) -> list:
     """MLflow dataset inputs for a trial: the HDF5 file's ``train`` and ``val`` splits, named ``<stem>/train`` and
     ``<stem>/val`` (MLflow keeps one input per dataset name and digest), each with its context tag."""
@@ -132,34 +118,6 @@ def versions() -> dict[str, str]:
     return {"lensearch": __version__, "ray": ray.__version__, "torch": torch.__version__,
             "optuna": optuna.__version__, "mlflow": mlflow.__version__, "numpy": numpy.__version__,
             "h5py": h5py.__version__, "python": platform.python_version()}
-
-
-def file_digest(path: str | Path, cache: Path | None = None, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in ``chunk``-byte blocks; remembered in ``cache`` (a JSON file) by the file's
-    path, size and modification time, so a multi-GB data file is hashed once, not on every search."""
-    import hashlib
-
-    path = Path(path).resolve()
-    stat = path.stat()
-    key, stamp = str(path), [stat.st_size, stat.st_mtime_ns]
-    known: dict[str, Any] = {}
-    if cache is not None and cache.exists():
-        try:
-            known = json.loads(cache.read_text())
-        except ValueError:
-            known = {}
-        if known.get(key, {}).get("stamp") == stamp:
-            return known[key]["sha256"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    if cache is not None:
-        known[key] = {"stamp": stamp, "sha256": digest.hexdigest()}
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, cache)
-    return digest.hexdigest()
 
 
 def _numeric(result: dict[str, Any]) -> dict[str, float]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lensearch.data.digest import file_digest
 from lensearch.errors import UserError, expect
 
 __all__ = ["DEFAULTS", "METRIC", "TASKS", "DownstreamScorer", "choose_task", "ensure_classifier", "macro_auc",
@@ -55,15 +56,6 @@ def choose_task(info, task: str = "auto", where: str = "downstream.task"):
     except UserError as err:
         detail = str(err).split(": ", 1)[1]
         raise UserError(f"{METRIC} needs class labels for {name} ({where} {task}): {detail}") from None
-
-
-def file_digest(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ensure_classifier(data_path: str | os.PathLike, settings: dict[str, Any] | None, cache_dir: str | os.PathLike,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lensearch.errors import UserError, expect
+from lensearch.errors import expect
 
 TRIAL_CPU = 0.01  # what the Tune trial itself reserves when it only drives a TorchTrainer
 
@@ -156,10 +156,3 @@ def error_line(text: str) -> str:
 
 def _root_message(err: BaseException) -> str:
     return error_line(str(err)) if str(err).strip() else type(err).__name__
-
-
-def describe_failure(err: BaseException) -> str:
-    """One line for a user: the error type and message."""
-    if isinstance(err, UserError):
-        return str(err)
-    return f"{type(err).__name__}: {_root_message(err)}"
