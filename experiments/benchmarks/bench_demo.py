@@ -61,10 +61,11 @@ def main() -> None:
             if not args.skip_plain and seed == 0:
                 import torch
 
-                from plain_recipe import train_plain
+                from plain_recipe import match_ray_priority, train_plain
 
                 data = next(Path(tmp, "data").glob("*.h5"))
                 torch.set_num_threads(2)
+                match_ray_priority()  # the search's trials ran at Ray's worker niceness
                 t0 = time.time()
                 p = train_plain(str(data), s["wall"], features=16)
                 plain_gap = (p["val_psnr"] - bic) / (ceil - bic)

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-from plain_recipe import train_plain  # noqa: E402
+from plain_recipe import match_ray_priority, train_plain  # noqa: E402
 
 from lensearch.data.store import train_stats  # noqa: E402
 from lensearch.export import RawImageSR, load_network, score_split  # noqa: E402
@@ -113,6 +113,7 @@ def main() -> None:
             rows.append((f"search ({args.space}.yaml, cpu profile, {summary['trials']} trials)", score, wall))
             print(f"search done: {summary['trials']} trials, {summary['completed']} completed, best val_psnr "
                   f"{summary.get('best_val_psnr', float('nan')):.3f}", flush=True)
+        match_ray_priority()  # the default and plain legs run at the priority of the search's trials
         if "default" not in args.skip:
             score, wall, epochs = run_default(data, args.seconds, tmp, args.space)
             rows.append((f"default configuration ({epochs} epochs)", score, wall))

@@ -39,6 +39,17 @@ class Plain(nn.Module):
         return self.body(x) + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
 
 
+RAY_WORKER_NICENESS = 15  # Ray starts trial processes at this niceness (its `worker_niceness` default)
+
+
+def match_ray_priority() -> None:
+    """Lower this process to the priority of a Ray trial, so that a leg run here and a search's trials are slowed
+    alike by whatever else shares the machine (a benchmark's side-by-side legs must compete on equal terms)."""
+    import os
+
+    os.nice(max(0, RAY_WORKER_NICENESS - os.nice(0)))
+
+
 def load(path: str, split: str):
     with h5py.File(path, "r") as f:
         rows = f[f"split/{split}"][()]
