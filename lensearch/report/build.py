@@ -143,7 +143,7 @@ def best_per_model(s: SearchData) -> list[TrialData]:
 
 
 def pareto(s: SearchData) -> list[TrialData]:
-    """Trials on the front of all objectives among those that used their full budget (as the tuner decides)."""
+    """Trials on the front of all objectives among those that used their full budget (as :mod:`lensearch.search.results` decides)."""
     rows = [t for t in s.scored() if t.state.startswith(FULL_BUDGET) and all(m in t.best for m, _ in s.objectives)]
 
     def dominates(a, b):
