@@ -430,7 +430,7 @@ def _val_max_images(search: SearchFile, fixed_config: dict[str, Any] | None) -> 
 def _reference(data_path: str, max_images: int = 0) -> dict[str, float]:
     """What every model must beat (bicubic) and what none can exceed against noisy HR (the noise ceiling),
     on exactly the validation images the trials are scored on (the first ``max_images``; 0 = all)."""
-    from lensearch.data.baseline import baseline_metrics
+    from lensearch.evaluation import baseline_metrics
 
     base = baseline_metrics(data_path, split="val", methods=("bicubic",), max_images=max_images or None)
     out = {f"bicubic_val_{k}": v for k, v in base["methods"]["bicubic"].items()}
