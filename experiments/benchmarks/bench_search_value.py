@@ -124,7 +124,7 @@ def main() -> None:
             wall = time.time() - t0
             rows.append((f"plain recipe ({plain['steps']} steps)",
                          {"model": {"psnr": plain["test_psnr"], "ssim": plain["test_ssim"]}}, wall))
-        from lensearch.data.baseline import baseline_metrics
+        from lensearch.evaluation import baseline_metrics
 
         base = baseline_metrics(data, split="test", methods=("bicubic",))
         bic, ceil = base["methods"]["bicubic"], base["noise_ceiling"]

@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lensearch.data.baseline import baseline_metrics
+    from lensearch.evaluation import baseline_metrics
     from lensearch.errors import UserError
 
     if args.batch_size < 1:

@@ -53,7 +53,7 @@ def run_sample(args) -> int:
     import optuna
 
     from lensearch.search.schema import load_search
-    from lensearch.search.tuner import make_sampler
+    from lensearch.search.samplers import make_sampler
 
     search = load_search(args.file).with_profile(args.profile)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -85,7 +85,8 @@ def _options(args, **extra):
 
 
 def _finish(outcome, args) -> int:
-    from lensearch.search.tuner import leaderboard, one_line_summary, summary_metrics
+    from lensearch.search.leaderboard import leaderboard, one_line_summary
+    from lensearch.search.results import summary_metrics
 
     if args.json:
         print(json.dumps({"name": outcome.name, "search_dir": str(outcome.search_dir),

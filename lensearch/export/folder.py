@@ -1,14 +1,14 @@
 """Writing the export folder and its manifest: :func:`export_search` (``lensearch export SEARCH --out DIR``).
 
-The folder is built in a hidden ``.DIR.partial`` beside ``DIR`` and moved into place only once everything
-(graphs verified, splits scored, card written, MLflow registration) succeeded.
+The folder is built in a hidden ``.DIR.partial`` beside ``DIR`` (:func:`lensearch.staging.staged_folder`) and
+moved into place only once everything (graphs verified, splits scored, card written, MLflow registration)
+succeeded.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +28,7 @@ from lensearch.export.register import register_export
 from lensearch.export.score import measure_cost, score_split
 from lensearch.export.select import Choice, choose_trial, read_checkpoint
 from lensearch.models.raw import RawImageSR, load_network
+from lensearch.staging import staged_folder
 
 __all__ = ["export_search"]
 
@@ -46,18 +47,14 @@ def _data_path(ckpt: dict[str, Any], override: str | os.PathLike | None) -> Path
                     f"pass --data FILE.h5 (the HDF5 file it was trained on)")
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    """A fresh hidden partial folder beside ``out``; ``out`` may exist only empty, or as an earlier export
-    with ``overwrite`` (never anything else: it is replaced at the end)."""
+def _check_out(out: Path, overwrite: bool) -> None:
+    """``out`` may exist only empty, or as an earlier export with ``overwrite`` (never anything else: it is
+    replaced at the end)."""
     expect(not out.exists() or out.is_dir(), f"--out {out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         expect(overwrite, f"--out {out}: exists and is not empty (use --overwrite to replace an earlier export)")
         expect((out / MANIFEST).is_file(), f"--out {out}: --overwrite replaces only an earlier export folder "
                                            f"(one with {MANIFEST}); this one has none")
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def _write_model_files(tmp: Path, model: RawImageSR, ckpt: dict[str, Any], data: Path,
@@ -118,8 +115,8 @@ def export_search(search: str, out: str | os.PathLike, *, store: str | os.PathLi
     model = RawImageSR(load_network(ckpt), build_normalization(ckpt["normalization"])).eval()
 
     out = Path(out).resolve()
-    tmp = _prepare_out(out, overwrite)
-    try:
+    _check_out(out, overwrite)
+    with staged_folder(out) as tmp:
         manifest = _manifest_head(ckpt, ref, choice, info)
         files, traced = _write_model_files(tmp, model, ckpt, data_path, log)
         manifest.update(files)
@@ -135,12 +132,6 @@ def export_search(search: str, out: str | os.PathLike, *, store: str | os.PathLi
             log(f"registered as MLflow model '{name}' version {manifest['registered']['version']}")
             (tmp / FILES["card"]).write_text(card.render(manifest, ckpt["config"]))  # with the version
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -1,7 +1,8 @@
 """Locating a search on disk: a directory, a search name under ``<store>/searches`` or an MLflow parent run id.
 
-Reads what the tuner leaves in a search directory (``search.yaml``, ``budget.json``, ``mlflow_runs.json``);
-the names of those files come from :mod:`lensearch.search` (imported lazily, inside the functions).
+Reads what a search leaves in its directory (``search.yaml``, ``budget.json``, ``mlflow_runs.json``); the names
+of those files and of search directories come from :mod:`lensearch.search.layout` and
+:mod:`lensearch.search.tracking` (imported lazily, inside the functions).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from lensearch.errors import UserError, expect
 __all__ = ["SearchRef", "find_search"]
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
-_STAMP = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # <name>-<YYYYmmdd-HHMMSS>[-n], as the tuner names search dirs
 
 
 @dataclass
@@ -35,22 +35,22 @@ class SearchRef:
 
 
 def _search_ref(path: Path, store: Path, tracking_uri: str | None) -> SearchRef:
+    from lensearch.search.layout import BUDGET, SEARCH_FILE, SEARCHES, TRIALS, search_name
     from lensearch.search.schema import load_search
     from lensearch.search.tracking import STATE_FILE, default_tracking_uri
-    from lensearch.search.tuner import BUDGET
 
     path = path.resolve()
-    expect(any((path / p).exists() for p in ("search.yaml", "trials", STATE_FILE)),
-           f"{path}: not a search directory (no search.yaml, trials/ or {STATE_FILE})")
-    name, objectives = _STAMP.sub("", path.name), [("val_psnr", "max")]
-    if (path / "search.yaml").exists():
-        search = load_search(path / "search.yaml")
+    expect(any((path / p).exists() for p in (SEARCH_FILE, TRIALS, STATE_FILE)),
+           f"{path}: not a search directory (no {SEARCH_FILE}, {TRIALS}/ or {STATE_FILE})")
+    name, objectives = search_name(path), [("val_psnr", "max")]
+    if (path / SEARCH_FILE).exists():
+        search = load_search(path / SEARCH_FILE)
         name, objectives = search.name, [(o.metric, o.mode) for o in search.objectives]
     try:
         runs = json.loads((path / STATE_FILE).read_text()) if (path / STATE_FILE).exists() else {}
     except (ValueError, UnicodeDecodeError) as err:
         raise UserError(f"{path / STATE_FILE}: garbled ({err})") from None
-    if path.parent.name == "searches":  # <store>/searches/<dir>: the store it was logged to
+    if path.parent.name == SEARCHES:  # <store>/searches/<dir>: the store it was logged to
         store = path.parent.parent
     max_epochs = None
     try:
@@ -64,17 +64,18 @@ def _search_ref(path: Path, store: Path, tracking_uri: str | None) -> SearchRef:
 def find_search(search: str, store: str | os.PathLike = "mlruns", tracking_uri: str | None = None) -> SearchRef:
     """``search``: a search directory, a search name (its latest ``<store>/searches/<name>-*``) or an MLflow
     parent run id; :class:`UserError` when it is none of them."""
+    from lensearch.search.layout import SEARCHES, search_name
+
     store = Path(store).resolve()
     if Path(search).is_dir():
         return _search_ref(Path(search), store, tracking_uri)
-    dirs = sorted(p for p in (store / "searches").glob(f"{search}-*")
-                  if p.is_dir() and _STAMP.sub("", p.name) == search)
+    dirs = sorted(p for p in (store / SEARCHES).glob(f"{search}-*") if p.is_dir() and search_name(p) == search)
     if dirs:
         return _search_ref(dirs[-1], store, tracking_uri)
     if _RUN_ID.fullmatch(search):
         return _search_ref(_search_dir_of_run(search, store, tracking_uri), store, tracking_uri)
-    known = sorted({_STAMP.sub("", p.name) for p in (store / "searches").glob("*-*")})
-    raise UserError(f"unknown search {search!r}: not a directory, not a search name under {store / 'searches'} "
+    known = sorted({search_name(p) for p in (store / SEARCHES).glob("*-*")})
+    raise UserError(f"unknown search {search!r}: not a directory, not a search name under {store / SEARCHES} "
                     f"(known: {', '.join(known) or 'none'}), not an MLflow run id")
 
 

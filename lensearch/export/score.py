@@ -10,28 +10,19 @@ import torch
 __all__ = ["measure_cost", "score_split"]
 
 
-@torch.no_grad()
 def score_split(model: torch.nn.Module, path: Path, split: str, batch_size: int = 32,
                 device: str | torch.device = "cpu") -> dict[str, Any]:
-    """The model's PSNR/SSIM/MSE on ``split`` (``*_clean`` too when the file has hr_clean), with bicubic's
-    and the noise ceiling from :func:`lensearch.data.baseline.baseline_metrics` on the same images."""
-    from lensearch.data.baseline import baseline_metrics
-    from lensearch.data.h5format import iter_batches, open_h5
-    from lensearch.metrics import METRIC_NAMES, MetricSums
+    """The model's PSNR/SSIM/MSE on ``split`` (``*_clean`` too when the file has hr_clean), with bicubic's and
+    the noise ceiling on the same images, in one pass (:func:`lensearch.evaluation.evaluate_split`)."""
+    from lensearch.data.h5format import open_h5
+    from lensearch.evaluation import evaluate_split, interpolation
 
-    info = open_h5(path)
-    keys = ("lr", "hr", "hr_clean") if info.has_clean else ("lr", "hr")
-    sums = MetricSums([*METRIC_NAMES, *(f"{k}_clean" for k in METRIC_NAMES)] if info.has_clean else METRIC_NAMES)
     model = model.to(device).eval()
-    for batch in iter_batches(path, split, batch_size, keys):
-        t = {k: torch.from_numpy(batch[k]).to(device) for k in keys}
-        sr = model(t["lr"]).float()
-        sums.update(sr, t["hr"])
-        if info.has_clean:
-            sums.update(sr, t["hr_clean"], suffix="_clean")
-    base = baseline_metrics(path, split=split, methods=["bicubic"], batch_size=batch_size, device=device)
-    return {"n": base["n"], "model": sums.means(), "bicubic": base["methods"]["bicubic"],
-            "noise_ceiling": base["noise_ceiling"]}
+    scores = evaluate_split(path, split, {"model": lambda lr: model(lr).float(),
+                                          "bicubic": interpolation("bicubic", open_h5(path).hr_shape)},
+                            batch_size=batch_size, device=device)
+    return {"n": scores["n"], "model": scores["methods"]["model"], "bicubic": scores["methods"]["bicubic"],
+            "noise_ceiling": scores["noise_ceiling"]}
 
 
 def measure_cost(net: torch.nn.Module, traced: torch.nn.Module, lr_shape: tuple[int, ...]) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 A trial is *finished* when it wrote ``checkpoints/best.pt``; trials are ranked by the metrics stored in that
 checkpoint (the epoch whose weights are exported), by default the search's first objective. Multi-objective
-searches report their Pareto front; ``--trial`` picks any trial. Ranking and the Pareto front are the tuner's
-(:mod:`lensearch.search.tuner`, imported lazily).
+searches report their Pareto front; ``--trial`` picks any trial. Ranking and the Pareto front are the search's
+own (:mod:`lensearch.search.results`, imported lazily).
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _trial_rows(ref: SearchRef) -> list:
+    from lensearch.search.layout import TRIALS, best_checkpoint
+    from lensearch.search.results import TrialRow
     from lensearch.search.tracking import end_state
-    from lensearch.search.tuner import TRIALS, TrialRow
 
     rows = []
-    for path in sorted((ref.dir / TRIALS).glob("*/checkpoints/best.pt")):
+    for path in sorted((ref.dir / TRIALS).glob(str(best_checkpoint("*")))):
         ckpt = read_checkpoint(path)
         metrics = {k: float(v) for k, v in ckpt.get("metrics", {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -58,7 +59,7 @@ def _trial_rows(ref: SearchRef) -> list:
 
 
 def _mode(metric: str, objectives: list[tuple[str, str]]) -> str:
-    from lensearch.search.tuner import COST_METRICS
+    from lensearch.search.results import COST_METRICS
     from lensearch.training.config import MONITORABLE
 
     modes = {**MONITORABLE, **dict.fromkeys(COST_METRICS, "min"), **dict(objectives)}
@@ -69,14 +70,13 @@ def _mode(metric: str, objectives: list[tuple[str, str]]) -> str:
 def choose_trial(ref: SearchRef, metric: str | None = None, mode: str | None = None,
                  trial: str | None = None) -> Choice:
     """The trial ``trial``, else the best finished trial by ``metric`` (default: the first objective)."""
-    from lensearch.search.tuner import SearchOutcome, pareto_front
+    from lensearch.search.results import best_row, pareto_rows
 
     rows = _trial_rows(ref)
-    outcome = SearchOutcome(ref.name, ref.dir, ref.objectives, rows, ref.parent_run_id, ref.tracking_uri, 0.0)
     front = ""
     if len(ref.objectives) > 1:
         front = (f"; multi-objective search ({', '.join(f'{m} {d}' for m, d in ref.objectives)}), Pareto front: "
-                 f"{', '.join(r.trial_id for r in pareto_front(outcome)) or 'empty'}")
+                 f"{', '.join(r.trial_id for r in pareto_rows(rows, ref.objectives)) or 'empty'}")
     if trial is not None:
         row = next((r for r in rows if r.trial_id == trial), None)
         expect(row, f"--trial {trial}: no finished trial with that id in {ref.dir}; finished: "
@@ -85,8 +85,7 @@ def choose_trial(ref: SearchRef, metric: str | None = None, mode: str | None = N
     else:
         metric = metric or ref.objectives[0][0]
         mode = mode or _mode(metric, ref.objectives)
-        outcome.objectives = [(metric, mode)]
-        row = outcome.best()
+        row = best_row(rows, metric, mode)
         expect(row, f"--metric {metric}: not reported by any finished trial; reported: "
                     f"{', '.join(sorted(rows[0].best))}")
         reason = f"best {metric} ({mode}) of {len(rows)} finished trial(s)"

@@ -16,7 +16,6 @@ import html
 import math
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from lensearch.report import figures
 from lensearch.report.collect import SearchData, TrialData, collect
 from lensearch.report.conventions import SSIM_CONVENTIONS
 from lensearch.report.importance import effects, findings, importances
+from lensearch.staging import staged_folder
 
 __all__ = ["build_report"]
 
@@ -143,7 +143,7 @@ def best_per_model(s: SearchData) -> list[TrialData]:
 
 
 def pareto(s: SearchData) -> list[TrialData]:
-    """Trials on the front of all objectives among those that used their full budget (as the tuner decides)."""
+    """Trials on the front of all objectives among those that used their full budget (as :mod:`lensearch.search.results` decides)."""
     rows = [t for t in s.scored() if t.state.startswith(FULL_BUDGET) and all(m in t.best for m, _ in s.objectives)]
 
     def dominates(a, b):
@@ -489,17 +489,14 @@ def _physics_section(doc: Doc, scores: dict[str, Any], split: str, data: Path, o
 
 
 # ------------------------------------------------------------------------------------------ the folder
-def _prepare_out(out: Path, overwrite: bool) -> Path:
+def _check_out(out: Path, overwrite: bool) -> None:
+    """``out`` may exist only empty, or as an earlier report with ``overwrite`` (it is replaced at the end)."""
     expect(not out.exists() or out.is_dir(), f"--out {out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         expect(overwrite and (out / "report.html").is_file(),
                f"--out {out}: exists and is not empty" + ("" if overwrite else
                                                          " (use --overwrite to replace an earlier report)")
                + (" and holds no report.html (--overwrite replaces only an earlier report)" if overwrite else ""))
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def build_report(searches: list[str], out: str | os.PathLike, *, store: str | os.PathLike = "mlruns",
@@ -519,8 +516,8 @@ def build_report(searches: list[str], out: str | os.PathLike, *, store: str | os
         expect(info.splits.get("test"), f"--data {data}: the test split is empty; nothing to score")
     found = collect(list(searches), store, tracking_uri)
     out = Path(out).resolve()
-    tmp = _prepare_out(out, overwrite)
-    try:
+    _check_out(out, overwrite)
+    with staged_folder(out) as tmp:
         doc = Doc()
         title = "lensearch report: " + ", ".join(s.name for s in found)
         doc.h(1, title)
@@ -534,12 +531,6 @@ def build_report(searches: list[str], out: str | os.PathLike, *, store: str | os
         (tmp / "report.html").write_text(doc.html(title))
         summary["figures"] = list(doc.figures)
         (tmp / "report.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     summary["out"] = str(out)
     return summary
 

@@ -7,7 +7,7 @@ trial counts, and the reference ``bicubic_val_*`` / ``noise_ceiling_val_*``) and
 parameters (typed back from MLflow's strings), the ``state`` tag, per-epoch histories of the metrics the report
 plots, the cost metrics and the best checkpoint.
 
-A trial's **best epoch** is chosen by the tuner's rule: the epoch with the best primary objective (the first one
+A trial's **best epoch** is chosen by the search's rule (:mod:`lensearch.search.results`): the epoch with the best primary objective (the first one
 on ties); the trial's ``best`` values are every metric's value at that epoch, so they equal the leaderboard's.
 """
 
@@ -106,7 +106,7 @@ def _best_epoch(history: dict[str, list[tuple[int, float]]], metric: str, mode: 
     if not values:
         return {}
     pick = values[0]
-    for s, v in values[1:]:  # the first best on ties, as the tuner and Optuna are told
+    for s, v in values[1:]:  # the first best on ties, as the search's results and Optuna are told
         if (v > pick[1]) if mode == "max" else (v < pick[1]):
             pick = (s, v)
     step = pick[0]
@@ -129,8 +129,8 @@ def collect_one(search: str, store: str | Path = "mlruns", tracking_uri: str | N
     from mlflow.exceptions import MlflowException
 
     from lensearch.export import find_search
+    from lensearch.search.layout import TRIALS, best_checkpoint
     from lensearch.search.refit import REFIT_OF
-    from lensearch.search.tuner import TRIALS
 
     ref = find_search(search, store, tracking_uri)
     if not ref.parent_run_id:
@@ -159,7 +159,7 @@ def collect_one(search: str, store: str | Path = "mlruns", tracking_uri: str | N
                 hist = client.get_metric_history(run.info.run_id, key)
                 history[key] = sorted((int(m.step), float(m.value)) for m in hist)
         ckpt = tags.get("checkpoint")
-        path = Path(ckpt) if ckpt else ref.dir / TRIALS / trial_id / "checkpoints" / "best.pt"
+        path = Path(ckpt) if ckpt else best_checkpoint(ref.dir / TRIALS / trial_id)
         trial = TrialData(trial_id, run.info.run_id, tags.get("state", run.info.status.lower()), run.info.status,
                           {k: parse_param(v) for k, v in run.data.params.items()}, history,
                           {k: float(run.data.metrics[k]) for k in COST if k in run.data.metrics},

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lensearch.errors import expect
+from lensearch.search.layout import best_checkpoint
 
 REFIT = "refit"            # the refit phase's Tune folder inside the search directory
 REFIT_OF = "refit_of"      # the refit trial's only parameter: the trial it continues
@@ -73,7 +74,7 @@ def load_refit_config(trials_dir: Path, source: str, seconds: float) -> dict[str
     """:func:`refit_config` for trial ``source`` of a search (its ``best.pt``)."""
     from lensearch.training.checkpoint import load_checkpoint
 
-    path = Path(trials_dir) / source / "checkpoints" / "best.pt"
+    path = best_checkpoint(Path(trials_dir) / source)
     ckpt = load_checkpoint(path)
     expect(ckpt is not None, f"refit: trial {source} has no checkpoint at {path}")
     return refit_config(ckpt, path, seconds)

@@ -27,6 +27,7 @@ from ray.tune import Callback
 from lensearch import __version__
 from lensearch.data.digest import file_digest, quick_digest  # noqa: F401  (re-exported)
 from lensearch.errors import UserError
+from lensearch.search.layout import best_checkpoint
 from lensearch.search.refit import REFIT_OF, refit_state
 from lensearch.training.runner import error_line
 
@@ -321,7 +322,7 @@ class MLflowTracker(Callback):
         samples = trial_dir / "samples.png"
         if samples.exists():
             self.client.log_artifact(run_id, str(samples))
-        best = trial_dir / "checkpoints" / "best.pt"
+        best = best_checkpoint(trial_dir)
         if best.exists():
             self.client.set_tag(run_id, "checkpoint", str(best))
             if self.info.get("log_checkpoints", True):

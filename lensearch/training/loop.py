@@ -18,7 +18,8 @@ knows the bicubic reference and noise ceiling of its validation images (``run["r
 ``val_psnr_gain`` (dB over bicubic) and ``val_gap_closed`` (the share of the bicubic -> noise-ceiling gap).
 Validation metrics are summed over *all* workers' shards and divided by the global
 count, on images put back into data units (normalization inverted) and unit-scaled by the reference HR
-(the DeepLense convention, see :mod:`lensearch.metrics`).
+(the DeepLense convention, see :mod:`lensearch.metrics`); the split is scored by
+:func:`lensearch.evaluation.stream_split`, as the export and the interpolation baselines score theirs.
 
 Checkpoints live in ``run["dir"]/checkpoints``: ``last.pt`` every epoch and ``best.pt`` when the
 monitored metric improves, written by rank 0 atomically. A run that finds ``last.pt`` continues after
@@ -37,7 +38,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
-from lensearch import metrics as M
 from lensearch.data.store import SRDataset
 from lensearch.data.transforms import build_augment, build_normalization
 from lensearch.models import registry
@@ -85,23 +85,17 @@ class DrawSampler(Sampler):
         return self.count
 
 
-def _loader(dataset, ctx: RunContext, batch_size: int, *, train: bool, workers: int, seed: int,
-            steps_per_epoch: int = 0):
+def _loader(dataset, ctx: RunContext, batch_size: int, *, workers: int, seed: int, steps_per_epoch: int = 0):
     """Training data: ``steps_per_epoch`` batches of random draws per rank, or a DistributedSampler pass over
-    all ranks. Validation: this rank's strided shard (no padding, so every image is counted exactly once
-    across ranks)."""
-    if train and steps_per_epoch:
+    all ranks."""
+    if steps_per_epoch:
         sampler = DrawSampler(len(dataset), steps_per_epoch * batch_size, seed, ctx.rank)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
                           persistent_workers=workers > 0)
-    if train:
-        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                     seed=seed, drop_last=ctx.world_size > 1)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                          drop_last=len(dataset) // ctx.world_size > batch_size,
-                          persistent_workers=workers > 0)
-    shard = Subset(dataset, list(range(ctx.rank, len(dataset), ctx.world_size)))
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers)
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=seed, drop_last=ctx.world_size > 1)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      drop_last=len(dataset) // ctx.world_size > batch_size, persistent_workers=workers > 0)
 
 
 def _monitored(metrics: dict[str, float], name: str) -> float:
@@ -163,9 +157,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         rows = (val_set.dataset if isinstance(val_set, Subset) else val_set).rows[:len(val_set)]
         scorer = DownstreamScorer(run["downstream"]["path"], run["data_path"], rows, ctx.device)
     bs = tcfg["batch_size"]
-    train_loader = _loader(train_set, ctx, bs, train=True, workers=tcfg["num_workers_loader"], seed=seed,
+    train_loader = _loader(train_set, ctx, bs, workers=tcfg["num_workers_loader"], seed=seed,
                            steps_per_epoch=tcfg["steps_per_epoch"])
-    val_loader = _loader(val_set, ctx, max(bs, 16), train=False, workers=0, seed=seed)
 
     monitor = tcfg["monitor"]
     mode = MONITORABLE[monitor]
@@ -236,7 +229,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         total_seen = reduced[-1]
         train_means = {k: v / total_seen for k, v in zip(keys, reduced)} if total_seen else {}
         evaluator = ema.module if ema is not None else generator
-        val = evaluate(evaluator, step, norm, val_loader, ctx, with_clean=with_clean, amp=amp, scorer=scorer)
+        val = evaluate(evaluator, step, norm, run["data_path"], ctx, max_images=tcfg["val_max_images"],
+                       batch_size=max(bs, 16), with_clean=with_clean, amp=amp, scorer=scorer)
         metrics = {
             "epoch": epoch,
             "steps": steps,
@@ -358,28 +352,39 @@ def _fits_in_memory(path: str, limit_bytes: int = 1 << 30) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model, step, norm, loader, ctx: RunContext, *, with_clean: bool, amp: Amp,
-             scorer=None) -> dict[str, float]:
-    """Validation metrics summed over this rank's shard, then all-reduced over ranks, as ``val_*`` means;
-    with a :class:`~lensearch.training.frozen_classifier.DownstreamScorer` also ``val_downstream_auc``."""
+def evaluate(model, step, norm, data_path: str, ctx: RunContext, *, max_images: int, batch_size: int,
+             with_clean: bool, amp: Amp, scorer=None) -> dict[str, float]:
+    """Validation metrics of the first ``max_images`` val images (0 = all), each rank scoring its strided share
+    (:func:`lensearch.evaluation.stream_split`), then all-reduced over ranks, as ``val_*`` means (``val_loss``:
+    the step's validation loss); with a :class:`~lensearch.training.frozen_classifier.DownstreamScorer` also
+    ``val_downstream_auc``."""
+    from lensearch.evaluation import stream_split
+
     model.eval()
     if scorer is not None:
         scorer.reset()
-    names = ["loss", *M.METRIC_NAMES] + ([f"{k}_clean" for k in M.METRIC_NAMES] if with_clean else [])
-    sums = M.MetricSums(names)
-    for batch in loader:
-        lr_raw = batch["lr"].to(ctx.device)
+    # Validation once went through a DataLoader, which draws a base seed from the global RNG on every pass: draw
+    # it still, so a seeded run keeps training on the same random patches and draws as before.
+    torch.empty((), dtype=torch.int64).random_()
+    normalized: dict[str, torch.Tensor] = {}  # the batch's normalized LR and SR, for its loss
+
+    def predict(lr_raw: torch.Tensor) -> torch.Tensor:
         lr_n = norm.apply(lr_raw, lr_raw)
         with amp.autocast():
             sr_n = model(lr_n).float()
-        hr_n = norm.apply(batch["hr"].to(ctx.device), lr_raw)
-        sums.add({"loss": step.val_loss(lr_n, hr_n, sr_n, model=model).detach().float().expand(len(lr_raw))})
-        sr = norm.invert(sr_n, lr_raw)
-        sums.update(sr, batch["hr"].to(ctx.device))
-        if with_clean:
-            sums.update(sr, batch["hr_clean"].to(ctx.device), suffix="_clean")
+        normalized.update(lr=lr_n, sr=sr_n)
+        return norm.invert(sr_n, lr_raw)
+
+    def loss(batch: dict[str, torch.Tensor], sr: torch.Tensor) -> dict[str, torch.Tensor]:
         if scorer is not None:
             scorer.add(sr, batch["index"])
+        hr_n = norm.apply(batch["hr"], batch["lr"])
+        value = step.val_loss(normalized["lr"], hr_n, normalized["sr"], model=model)
+        return {"loss": value.detach().float().expand(len(sr))}
+
+    sums = stream_split(data_path, "val", predict, batch_size=batch_size, max_images=max_images or None,
+                        device=ctx.device, clean=with_clean, rank=ctx.rank, world_size=ctx.world_size,
+                        extra_names=["loss"], extra=loss)
     sums.load_tensor(ctx.all_reduce_sum(sums.as_tensor(ctx.device)))
     out = sums.means(prefix="val_")
     if scorer is not None:

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from lensearch.cli import main
-from lensearch.data.baseline import baseline_metrics, upsample
+from lensearch.data.baseline import upsample
+from lensearch.evaluation import baseline_metrics
 from lensearch.data.store import write_h5
 from lensearch.metrics import evaluate
 

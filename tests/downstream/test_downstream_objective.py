@@ -23,7 +23,8 @@ from lensearch.downstream.tasks import plan_tasks
 from lensearch.downstream.train import Trained, predict
 from lensearch.models.raw import RawImageSR, load_network
 from lensearch.search.schema import load_search
-from lensearch.search.tuner import SearchOptions, leaderboard, run_search
+from lensearch.search.leaderboard import leaderboard
+from lensearch.search.tuner import SearchOptions, run_search
 from lensearch.training.checkpoint import load_checkpoint
 from lensearch.training.config import resolve_run_config
 from lensearch.training.context import RunContext

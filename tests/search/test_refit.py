@@ -13,7 +13,9 @@ from mlflow.tracking import MlflowClient
 from lensearch.data.store import train_stats
 from lensearch.search.refit import pick, refit_config, refit_seconds
 from lensearch.search.schema import load_search
-from lensearch.search.tuner import SearchOptions, TrialRow, leaderboard, run_search, summary_metrics
+from lensearch.search.leaderboard import leaderboard
+from lensearch.search.results import TrialRow, summary_metrics
+from lensearch.search.tuner import SearchOptions, run_search
 from lensearch.errors import UserError
 from lensearch.training.checkpoint import load_checkpoint
 from lensearch.training.config import resolve_run_config

@@ -26,7 +26,8 @@ from lensearch.data.transforms import build_normalization
 from lensearch.metrics import evaluate
 from lensearch.models import registry
 from lensearch.search.schema import load_search
-from lensearch.search.tuner import SearchOptions, leaderboard, run_search
+from lensearch.search.leaderboard import leaderboard
+from lensearch.search.tuner import SearchOptions, run_search
 from lensearch.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.ray
@@ -122,7 +123,7 @@ def test_multi_objective_search_marks_a_pareto_front(ray_cluster, tiny_h5, tmp_p
                        searcher={"name": "nsga2", "seed": 0}, resources={"workers": 1})
     outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path, quiet=True))
     assert len(outcome.rows) == 3 and all(r.state == "completed" for r in outcome.rows)
-    from lensearch.search.tuner import pareto_front
+    from lensearch.search.results import pareto_front
 
     front = pareto_front(outcome)
     assert front

@@ -107,7 +107,8 @@ def test_the_estimate_times_each_model_and_flags_a_budget_no_trial_fits(tmp_path
 
 
 def test_time_budget_states_are_counted_and_full_budget_trials_share_a_front():
-    from lensearch.search.tuner import SearchOutcome, TrialRow, one_line_summary, pareto_front, summary_metrics
+    from lensearch.search.leaderboard import one_line_summary
+    from lensearch.search.results import SearchOutcome, TrialRow, pareto_front, summary_metrics
 
     def row(tid, state, psnr, params):
         return TrialRow(tid, state, 3, {"val_psnr": psnr, "params": params}, {}, None, None)

@@ -15,9 +15,11 @@ import yaml
 
 from lensearch.cli import main
 from lensearch.search.schema import load_search
+from lensearch.search.layout import ORIGIN, hold_search_name, resolve_search_dir, resume_command
+from lensearch.search.leaderboard import leaderboard
+from lensearch.search.results import SearchOutcome, TrialRow
+from lensearch.search.samplers import make_searcher
 from lensearch.search.tracking import error_summary, file_digest
-from lensearch.search.tuner import (ORIGIN, SearchOutcome, TrialRow, _resolve_search_dir, hold_search_name,
-                                    leaderboard, make_searcher, resume_command)
 
 SPACE = {"name": "rec", "budget": {"num_samples": 4, "max_epochs": 1},
          "searcher": {"name": "tpe", "seed": 3, "startup_trials": 2},
@@ -54,7 +56,7 @@ def test_a_second_search_of_the_same_name_is_refused_while_the_first_runs(tmp_pa
     _fake_search(store, "rec-big")  # another name that merely starts the same way does not count
     search = load_search(_write(tmp_path))
     # a finished (or killed) earlier search of the name does not stop a new one: a new directory beside it
-    path, resuming = _resolve_search_dir(search, store / "searches", False)
+    path, resuming = resolve_search_dir(search, store / "searches", False)
     assert not resuming and path.parent == old.parent and path.name.startswith("rec-2") and path != old
     held = hold_search_name(store / "searches", search, resuming=False)  # as the running search holds it
     try:

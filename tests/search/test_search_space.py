@@ -130,7 +130,7 @@ def test_cli_bad_space_file_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_early_stopped_trials_are_told_to_optuna_as_pruned_not_complete(tmp_path):
     """Ray's OptunaSearch would tell a trial ASHA stopped at epoch 1 as COMPLETE with its partial value."""
-    from lensearch.search.tuner import make_searcher
+    from lensearch.search.samplers import make_searcher
 
     search = load_search(_write(tmp_path, {**BASE, "searcher": {"name": "tpe", "seed": 0, "startup_trials": 1}}))
     searcher = make_searcher(search, max_epochs=3)
@@ -195,7 +195,7 @@ def _drive(searcher, trials: int, epochs: int, value=lambda i, epoch: 30.0 + epo
 
 def test_nsga2_population_follows_the_budget_so_generations_advance(tmp_path):
     """Optuna's default population (50) never leaves generation 0 in a 16-trial budget (random search)."""
-    from lensearch.search.tuner import make_searcher, nsga2_population
+    from lensearch.search.samplers import make_searcher, nsga2_population
 
     search = load_search(_write(tmp_path, {**MO, "searcher": {"name": "nsga2", "seed": 0},
                                            "budget": {"num_samples": 16, "max_epochs": 2}}))
@@ -214,7 +214,7 @@ def test_nsga2_population_follows_the_budget_so_generations_advance(tmp_path):
 def test_multi_objective_searches_run_without_early_stopping(tmp_path):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from lensearch.search.tuner import make_scheduler
+    from lensearch.search.samplers import make_scheduler
 
     said = []
     multi = load_search(_write(tmp_path, {**MO, "scheduler": {"name": "asha"}}))
@@ -227,7 +227,7 @@ def test_multi_objective_searches_run_without_early_stopping(tmp_path):
 
 
 def test_pareto_front_compares_completed_trials_only():
-    from lensearch.search.tuner import SearchOutcome, TrialRow, pareto_front
+    from lensearch.search.results import SearchOutcome, TrialRow, pareto_front
 
     def row(tid, state, psnr, params):
         return TrialRow(tid, state, 3, {"val_psnr": psnr, "params": params}, {}, None, None)
@@ -241,7 +241,7 @@ def test_pareto_front_compares_completed_trials_only():
 
 def test_optuna_is_told_the_best_epoch_like_the_leaderboard(tmp_path):
     """The leaderboard and export rank a trial by its best epoch; Optuna must be told the same value."""
-    from lensearch.search.tuner import make_searcher
+    from lensearch.search.samplers import make_searcher
 
     curve = {1: 31.0, 2: 35.0, 3: 33.0}
     search = load_search(_write(tmp_path, {**BASE, "searcher": {"name": "tpe", "seed": 0}}))

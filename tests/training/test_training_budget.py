@@ -88,14 +88,14 @@ def test_epochs_of_fixed_steps_on_patches_report_steps_and_learn(tiny_h5, tmp_pa
     assert [r["images_per_s"] > 0 for r in reports] == [True] * 3
     assert reports[0]["train_seconds"] < reports[-1]["train_seconds"]
     # starts at bicubic, so even 25 steps must not be worse than bicubic by more than noise; 75 beat it
-    from lensearch.data.baseline import baseline_metrics
+    from lensearch.evaluation import baseline_metrics
 
     bicubic = baseline_metrics(tiny_h5, split="val", methods=("bicubic",))["methods"]["bicubic"]["psnr"]
     assert reports[-1]["val_psnr"] > bicubic + 0.5, (reports[-1]["val_psnr"], bicubic)
 
 
 def test_untrained_start_scores_exactly_bicubic_and_gap_metrics(tiny_h5, tmp_path):
-    from lensearch.data.baseline import baseline_metrics
+    from lensearch.evaluation import baseline_metrics
 
     base = baseline_metrics(tiny_h5, split="val", methods=("bicubic",))
     ref = {"bicubic_val_psnr": base["methods"]["bicubic"]["psnr"],
@@ -126,7 +126,7 @@ def test_new_train_keys_are_validated():
 
 
 def test_bicubic_reference_of_the_first_n_images_is_the_mean_over_exactly_those(tiny_h5):
-    from lensearch.data.baseline import baseline_metrics
+    from lensearch.evaluation import baseline_metrics
     from lensearch.metrics import MetricSums
 
     got = baseline_metrics(tiny_h5, split="val", methods=("bicubic",), max_images=5)
