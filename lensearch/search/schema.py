@@ -7,12 +7,17 @@ A file has these top-level keys (all but ``space`` optional)::
     objective: {metric: val_psnr, mode: max}   # or a list of them (multi-objective)
     budget:    {num_samples: 16, max_epochs: 20, time_budget_s: null, trial_time_s: null, refit_share: 0,
                 max_concurrent: null}                                # refit: see lensearch.search.refit
-    scheduler: {name: asha, grace_period: 1, reduction_factor: 2}   # asha | hyperband | median | none
+    early_stopping: {name: asha, grace_period: 1, reduction_factor: 2}  # asha | hyperband | median | none
     searcher:  {name: tpe, seed: 0, startup_trials: 4}              # tpe | random | cmaes | nsga2
     resources: {workers: 1, gpu: auto, cpus_per_worker: 1, gpus_per_worker: 1}
     downstream: {task: auto, epochs: 20, seed: 0}  # the frozen classifier of val_downstream_auc (below)
     space:     {...}                                               # see lensearch.search.space
     profiles:  {cpu: {budget: {...}, space: {model: ...}}, gpu: {...}}  # per-machine overrides (below)
+
+**Early stopping vs learning-rate schedule.** The top-level ``early_stopping`` section is Ray Tune's trial
+scheduler (which trials stop early); ``space.scheduler`` is the learning-rate schedule inside each trial. The
+top level was called ``scheduler`` before; that spelling still loads (one deprecation line on stderr naming the
+file and ``early_stopping``), and a file giving both is refused.
 
 **Profiles** size one file for different machines. Each profile overrides sections key by key, one level
 deep: ``profiles.cpu.budget.max_epochs`` replaces ``budget.max_epochs``, ``profiles.cpu.space.model`` replaces
@@ -121,7 +126,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         # continues from its last checkpoint (trials that raise, e.g. on a non-finite loss, are not retried)
         "max_retries": Key(1, _int(0)),
     },
-    "scheduler": {
+    "early_stopping": {
         "name": Key("asha", _one_of("asha", "hyperband", "median", "none")),
         "grace_period": Key(1, _int(1)),
         "reduction_factor": Key(2, _num(1, exclusive=True)),
@@ -165,7 +170,7 @@ class SearchFile:
     data: dict[str, Any]
     objectives: list[Objective]
     budget: dict[str, Any]
-    scheduler: dict[str, Any]
+    early_stopping: dict[str, Any]               # Ray Tune's trial scheduler (not the learning-rate schedule)
     searcher: dict[str, Any]
     resources: dict[str, Any]
     space: Any                                   # compiled lensearch.search.space.Space
@@ -240,9 +245,40 @@ def _objectives(raw: Any, num_samples: Any = None) -> list[Objective]:
     return out
 
 
-TOP_LEVEL = ("name", "data", "objective", "budget", "scheduler", "searcher", "resources", "downstream", "space",
+TOP_LEVEL = ("name", "data", "objective", "budget", "early_stopping", "searcher", "resources", "downstream", "space",
              "profiles")
-PROFILE_SECTIONS = ("data", "objective", "budget", "scheduler", "searcher", "resources", "downstream", "space")
+PROFILE_SECTIONS = ("data", "objective", "budget", "early_stopping", "searcher", "resources", "downstream", "space")
+# Spellings still read, each with one deprecation line: old top-level (and profile) key -> new key.
+RENAMED = {"scheduler": "early_stopping"}
+
+
+def _rename_deprecated(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``raw`` with deprecated keys (:data:`RENAMED`) under their new names, at the top level and in every
+    profile; one line on stderr per file naming it and the new key. Both spellings at once is an error."""
+    import sys
+
+    seen: list[str] = []
+
+    def rename(doc: dict[str, Any], where: str) -> dict[str, Any]:
+        out = dict(doc)
+        for old, new in RENAMED.items():
+            if old not in out:
+                continue
+            if new in out:
+                raise UserError(f"{where}{old}: a deprecated spelling of {new}, which is given too; keep only {new}")
+            seen.append(old)
+            out = {(new if k == old else k): v for k, v in out.items()}
+        return out
+
+    out = rename(raw, "")
+    profiles = out.get("profiles")
+    if isinstance(profiles, dict):
+        out["profiles"] = {name: rename(body, f"profiles.{name}.") if isinstance(body, dict) else body
+                           for name, body in profiles.items()}
+    for old in dict.fromkeys(seen):
+        print(f"lensearch: warning: {path}: '{old}:' is deprecated (it is the early-stopping rule, not the "
+              f"learning-rate schedule); rename it to '{RENAMED[old]}:'", file=sys.stderr, flush=True)
+    return out
 
 
 def apply_profile(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -276,9 +312,12 @@ def parse_search(raw: Any, path: Path, profile: str | None = None) -> SearchFile
     file name. Every profile is validated too, whichever is applied."""
     if not isinstance(raw, dict):
         raise UserError(f"expected a mapping at the top level, got {type(raw).__name__}")
-    unknown = [k for k in raw if k not in TOP_LEVEL]
+    unknown = [k for k in raw if k not in TOP_LEVEL and k not in RENAMED]
     if unknown:
-        raise UserError(f"{unknown[0]}: unknown top-level key{did_you_mean(unknown[0], TOP_LEVEL)}; valid keys: {', '.join(TOP_LEVEL)}")
+        # the deprecated spellings still load, so they may be suggested too
+        raise UserError(f"{unknown[0]}: unknown top-level key{did_you_mean(unknown[0], TOP_LEVEL + tuple(RENAMED))}; "
+                        f"valid keys: {', '.join(TOP_LEVEL)}")
+    raw = _rename_deprecated(raw, path)
     profiles = _check_profiles(raw.get("profiles"))
     for name, body in profiles.items():
         if name != profile:
@@ -316,7 +355,7 @@ def _parse_document(raw: dict[str, Any], path: Path) -> SearchFile:
         data["preset"] = None  # an explicit file that is missing is an error, not a cue to simulate into it
     return SearchFile(
         path=path, name=name, data=data, objectives=objectives,
-        budget=budget, scheduler=_section(raw.get("scheduler"), "scheduler"),
+        budget=budget, early_stopping=_section(raw.get("early_stopping"), "early_stopping"),
         searcher=searcher, resources=_section(raw.get("resources"), "resources"), space=space, raw=raw,
         downstream=_section(raw.get("downstream"), "downstream"),
     )

@@ -186,10 +186,10 @@ def make_scheduler(search: SearchFile, max_epochs: int, *, notice=None):
     """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
-    cfg, obj = search.scheduler, search.primary
+    cfg, obj = search.early_stopping, search.primary
     if search.multi_objective:
         if cfg["name"] != "none":
-            line = (f"lensearch: multi-objective search: scheduler '{cfg['name']}' ignored, no early stopping "
+            line = (f"lensearch: multi-objective search: early_stopping '{cfg['name']}' ignored, no early stopping "
                     f"(every trial runs {max_epochs} epochs; Ray's schedulers stop on one metric only)")
             (notice or (lambda text: print(text, file=sys.stderr, flush=True)))(line)
         return FIFOScheduler()
@@ -563,7 +563,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
             "objectives": [(o.metric, o.mode) for o in search.objectives],
             "log_checkpoints": opts.log_checkpoints, "system_metrics": opts.system_metrics,
             "params": {"num_samples": budget["num_samples"], "max_epochs": max_epochs,
-                       "scheduler": search.scheduler["name"], "searcher": search.searcher["name"],
+                       "early_stopping": search.early_stopping["name"], "searcher": search.searcher["name"],
                        "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,
                        "use_gpu": bool(resources.use_gpu), "max_concurrent": concurrency,
                        "data": run_info["data_path"],
@@ -810,7 +810,7 @@ def train_one(config: dict[str, Any], name: str, opts: SearchOptions, source: Pa
     from lensearch.search.schema import parse_search
 
     monitor = config["train"]["monitor"]
-    search = parse_search({"name": name, "data": config["data"], "scheduler": {"name": "none"},
+    search = parse_search({"name": name, "data": config["data"], "early_stopping": {"name": "none"},
                            "budget": {"num_samples": 1, "max_epochs": config["train"]["epochs"]},
                            "space": {"model": {"name": config["model"]["name"]}},
                            "objective": {"metric": monitor, "mode": MONITORABLE[monitor]}},
