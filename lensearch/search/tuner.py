@@ -738,7 +738,7 @@ def _train_values(search: SearchFile, fixed_config: dict[str, Any] | None, key: 
     if isinstance(node, Fixed):
         return [node.value]
     if isinstance(node, Dist):
-        return list(node.args) if node.kind == "categorical" else [node.args[0], node.args[1]]
+        return list(node.args) if node.distribution == "categorical" else [node.args[0], node.args[1]]
     return []
 
 
