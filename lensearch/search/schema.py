@@ -32,7 +32,8 @@ classifier, trained once per data file on its HR training images, on each trial'
 images, else ``classify``), and the classifier's ``epochs`` and ``seed``; it is read only when an objective
 or ``train.monitor`` names ``val_downstream_auc``.
 
-Every error names the file and the key path and says what was expected, e.g.
+The sections are typed models (:class:`SearchDocument` and its parts, on :mod:`lensearch.typed`). Every error
+names the file and the key path and says what was expected, e.g.
 ``search_spaces/gan.yaml: budget.num_samples: expected an integer >= 1, got 'ten'``.
 """
 
