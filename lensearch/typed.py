@@ -161,13 +161,15 @@ def boolean(text: str = "expected true or false") -> Any:
 
 
 def one_of(*values: Any, text: str | None = None) -> Any:
-    """One of ``values`` (compared with ``==``, so ``True`` is not ``1`` only where ``values`` say so)."""
+    """One of ``values`` (compared with ``==``, a bool never matching a number); the matching value of
+    ``values`` is kept (``2.0`` given for ``2`` reads as ``2``)."""
     text = text or f"expected one of {', '.join(map(str, values))}"
 
     def check(v: Any) -> Any:
-        if not any(v == c and isinstance(v, bool) == isinstance(c, bool) for c in values):
-            raise Invalid(text)
-        return v
+        for c in values:
+            if v == c and isinstance(v, bool) == isinstance(c, bool):
+                return c
+        raise Invalid(text)
 
     return checked(check)
 
