@@ -55,3 +55,35 @@ def test_values_are_normalised_and_defaults_filled():
     assert got.to_dict() == {"num_samples": 3, "time_budget_s": 60.0, "gpu": "auto", "quiet": False, "name": None}
     assert parse(Budget, None) == Budget() and Budget.defaults()["num_samples"] == 8
     assert parse(Doc, {}).budget.num_samples == 8
+
+
+def _message(call) -> str:
+    with pytest.raises(UserError) as err:
+        call()
+    return str(err.value)
+
+
+def test_every_configuration_module_speaks_through_the_one_formatter(tmp_path):
+    """The six former validation styles now share one: ``<key path>: expected ..., got <value>``."""
+    from lensearch.data.simulate import make_config
+    from lensearch.data.transforms import build_augment, build_normalization
+    from lensearch.models import registry
+    from lensearch.search.schema import load_search
+    from lensearch.training.config import resolve_run_config
+    from lensearch.training.optim import SCHEDULERS, validated
+
+    bad_search = tmp_path / "s.yaml"
+    bad_search.write_text("early_stopping: {grace_period: 0}\nspace: {model: {name: rdn}}\n")
+    cases = [
+        (lambda: resolve_run_config({"train": {"batch_size": "big"}}), "train.batch_size: expected an integer, got 'big'"),
+        (lambda: validated("scheduler", SCHEDULERS, {"name": "step", "gamma": "x"}),
+         "scheduler.gamma: expected a number, got 'x'"),
+        (lambda: build_normalization({"name": "asinh", "softening": 0}), "normalization.softening: expected a positive "
+                                                                        "number, got 0"),
+        (lambda: build_augment({"rot90": 1}), "augment.rot90: expected true or false, got 1"),
+        (lambda: registry.resolve_params("rdn", {"num_blocks": 0}), "model.rdn.num_blocks: expected int in [1, "),
+        (lambda: make_config("tiny", -1), "seed: expected an integer >= 0, got -1"),
+        (lambda: load_search(bad_search), f"{bad_search}: early_stopping.grace_period: expected an integer >= 1, got 0"),
+    ]
+    for call, expected in cases:
+        assert _message(call).startswith(expected), (_message(call), expected)
