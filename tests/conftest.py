@@ -61,7 +61,7 @@ def report_search(ray_cluster, tiny_h5, tmp_path_factory):
     doc["space"]["train"]["steps_per_epoch"] = 10
     doc.update(name="rep", data={"path": str(tiny_h5)}, resources={"workers": 1},
                budget={"num_samples": 3, "max_epochs": 3},
-               scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
+               early_stopping={"name": "asha", "grace_period": 1, "reduction_factor": 2},
                searcher={**doc["searcher"], "startup_trials": 2, "initial_points": [span, espcn]})
     path = root / "rep.yaml"
     path.write_text(yaml.safe_dump(doc))

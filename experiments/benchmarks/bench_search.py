@@ -56,10 +56,10 @@ class Recorder(tune.Callback):
                              "epoch_time_s": result["epoch_time_s"]})
 
 
-def _search(tmp: Path, data: Path, name: str, trials: int, epochs: int, scheduler: dict, searcher: dict,
+def _search(tmp: Path, data: Path, name: str, trials: int, epochs: int, early_stopping: dict, searcher: dict,
             workers: int = 1) -> list[dict]:
     doc = {"name": name, "data": {"path": str(data)}, "objective": {"metric": "val_psnr", "mode": "max"},
-           "budget": {"num_samples": trials, "max_epochs": epochs}, "scheduler": scheduler, "searcher": searcher,
+           "budget": {"num_samples": trials, "max_epochs": epochs}, "early_stopping": early_stopping, "searcher": searcher,
            "resources": {"workers": workers}, "space": SPACE}
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))

@@ -32,7 +32,7 @@ def run_show(args) -> int:
     rows = search.space.describe()
     if args.json:
         print(json.dumps({"name": search.name, "objective": [vars(o) for o in search.objectives],
-                          "budget": search.budget, "scheduler": search.scheduler, "searcher": search.searcher,
+                          "budget": search.budget, "early_stopping": search.early_stopping, "searcher": search.searcher,
                           "resources": search.resources, "data": search.data,
                           "space": [{"name": n, "values": v, "when": c} for n, v, c in rows]}))
         return 0
@@ -41,7 +41,7 @@ def run_show(args) -> int:
     print(f"search '{search.name}' ({args.file}{shown}{profiles})")
     print("objective: " + ", ".join(f"{o.metric} ({o.mode})" for o in search.objectives))
     b = search.budget
-    print(f"budget: {b['num_samples']} trials x <= {b['max_epochs']} epochs; scheduler {search.scheduler['name']}; "
+    print(f"budget: {b['num_samples']} trials x <= {b['max_epochs']} epochs; early stopping {search.early_stopping['name']}; "
           f"searcher {search.searcher['name']} (seed {search.searcher['seed']})")
     width = max(len(n) for n, _, _ in rows)
     for name, values, cond in rows:

@@ -9,7 +9,6 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from lensearch.data.simulation.priors import (CLASS_NAMES, DEFAULT_CLASSES, PARA
                                               draw_sky, point_mass_theta_E)
 from lensearch.data.simulation.render import LR_MODES, Renderer, cached_renderer
 from lensearch.errors import UserError
+from lensearch.typed import Invalid, Typed, boolean, checked, integer, one_of, parse
 
 __all__ = ["CLASS_NAMES", "DEFAULT_CLASSES", "LR_MODES", "PARAM_NAMES", "PRESETS", "UNITS", "Instrument",
            "Preset", "Renderer", "SimConfig", "Sky", "draw_sky", "iter_blocks", "make_config",
@@ -30,17 +30,33 @@ SCALES = (2, 4)
 
 
 # --------------------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class SimConfig:
+def _choices(values: Iterable[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _classes(value: Any) -> tuple[str, ...]:
+    """A comma-separated string or a list of class names: known, non-empty, no repeats."""
+    names = [c.strip() for c in value.split(",") if c.strip()] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)):
+        raise Invalid(f"expected a list of class names ({_choices(CLASS_NAMES)})")
+    for c in names:
+        if c not in CLASS_NAMES:
+            raise Invalid(f"unknown class {c!r}; valid classes: {_choices(CLASS_NAMES)}", got=False)
+    if not names or len(set(names)) != len(names):
+        raise Invalid(f"expected a non-empty list without repeats (valid classes: {_choices(CLASS_NAMES)})")
+    return tuple(names)
+
+
+class SimConfig(Typed, frozen=True):
     """Everything that determines a simulated data set, validated by :func:`make_config`."""
 
-    preset: str
-    seed: int
-    scale: int = 2
-    lr_mode: str = "instrument"
-    classes: tuple[str, ...] = DEFAULT_CLASSES
-    noise_free_hr: bool = False
-    lens_light: bool = False
+    preset: one_of(*PRESETS)
+    seed: integer(0)
+    scale: one_of(*SCALES) = 2
+    lr_mode: one_of(*LR_MODES) = "instrument"
+    classes: checked(_classes, tuple[str, ...]) = DEFAULT_CLASSES
+    noise_free_hr: boolean() = False
+    lens_light: boolean() = False
 
     @property
     def hr_size(self) -> int:
@@ -61,50 +77,37 @@ class SimConfig:
                 "lens_light": self.lens_light}
 
 
-def _choices(values: Iterable[Any]) -> str:
-    return ", ".join(str(v) for v in values)
+class _Amount(Typed):
+    count: integer(1)
+    workers: integer(1) = 1
 
 
 def make_config(preset: str, seed: int, *, scale: int = 2, lr_mode: str = "instrument",
                 classes: Sequence[str] | str | None = None, include_non_lens: bool = False,
                 noise_free_hr: bool = False, lens_light: bool = False) -> SimConfig:
-    """Validate the user's choices; each mistake is a one-line :class:`UserError`."""
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; valid presets: {_choices(PRESETS)}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
-    hr_size = PRESETS[preset].hr_size
-    valid_scales = [s for s in SCALES if hr_size % s == 0]
-    if scale not in valid_scales:
-        raise UserError(f"scale {scale!r} is not available for preset {preset} (HR {hr_size} px); "
-                        f"valid scales: {_choices(valid_scales)}")
-    if lr_mode not in LR_MODES:
-        raise UserError(f"unknown lr mode {lr_mode!r}; valid modes: {_choices(LR_MODES)}")
-    if isinstance(classes, str):
-        classes = [c.strip() for c in classes.split(",") if c.strip()]
-    names = list(DEFAULT_CLASSES if classes is None else classes)
-    if include_non_lens and "non_lens" not in names:
-        names.append("non_lens")
-    for c in names:
-        if c not in CLASS_NAMES:
-            raise UserError(f"unknown class {c!r}; valid classes: {_choices(CLASS_NAMES)}")
-    if not names or len(set(names)) != len(names):
-        raise UserError(f"classes must be a non-empty list without repeats, got {names}; "
-                        f"valid classes: {_choices(CLASS_NAMES)}")
-    return SimConfig(preset, int(seed), int(scale), lr_mode, tuple(names), bool(noise_free_hr),
-                     bool(lens_light))
+    """Validate the user's choices; each mistake is a one-line :class:`UserError` naming the argument
+    (``preset: expected one of model_i, ..., got 'nope'``). ``classes``: a list or a comma-separated string
+    (default :data:`DEFAULT_CLASSES`); ``include_non_lens`` adds ``non_lens``."""
+    given = {"preset": preset, "seed": seed.item() if isinstance(seed, np.integer) else seed, "scale": scale,
+             "lr_mode": lr_mode, "noise_free_hr": bool(noise_free_hr), "lens_light": bool(lens_light)}
+    names = [c.strip() for c in classes.split(",") if c.strip()] if isinstance(classes, str) else classes
+    if include_non_lens:
+        names = list(DEFAULT_CLASSES if names is None else names)
+        names += [] if "non_lens" in names else ["non_lens"]
+    if names is not None:
+        given["classes"] = names
+    config = parse(SimConfig, given)
+    valid_scales = [s for s in SCALES if config.hr_size % s == 0]
+    if config.scale not in valid_scales:
+        raise UserError(f"scale: expected one of {_choices(valid_scales)} for preset {preset} "
+                        f"(HR {config.hr_size} px), got {scale!r}")
+    return config
 
 
-def _check_count(count: Any) -> int:
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise UserError(f"count must be a positive integer, got {count!r}")
-    return int(count)
-
-
-def _check_workers(workers: Any) -> int:
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise UserError(f"workers must be a positive integer, got {workers!r}")
-    return int(workers)
+def _check_amount(count: Any, workers: Any) -> tuple[int, int]:
+    """How many images, in how many processes (positive integers)."""
+    amount = parse(_Amount, {"count": count, "workers": workers})
+    return amount.count, amount.workers
 
 
 # --------------------------------------------------------------------------------------------- blocks
@@ -165,7 +168,7 @@ def simulate_arrays(preset: str, count: int, seed: int, *, scale: int = 2, lr_mo
     """
     config = make_config(preset, seed, scale=scale, lr_mode=lr_mode, classes=classes,
                          include_non_lens=include_non_lens, noise_free_hr=noise_free_hr, lens_light=lens_light)
-    count, workers = _check_count(count), _check_workers(workers)
+    count, workers = _check_amount(count, workers)
     blocks = [block for _, block in iter_blocks(config, count, workers, progress)]
     out: dict[str, Any] = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
     out.update(param_names=list(PARAM_NAMES), class_names=list(config.classes), attrs=config.attrs())
@@ -185,7 +188,7 @@ def simulate_to_h5(path: str | Path, preset: str, count: int, seed: int, *, scal
 
     config = make_config(preset, seed, scale=scale, lr_mode=lr_mode, classes=classes,
                          include_non_lens=include_non_lens, noise_free_hr=noise_free_hr, lens_light=lens_light)
-    count, workers = _check_count(count), _check_workers(workers)
+    count, workers = _check_amount(count, workers)
     t0 = time.perf_counter()
     with H5Writer(path, n=count, hr_size=config.hr_size, lr_size=config.lr_size, scale=config.scale,
                   param_names=PARAM_NAMES, class_names=config.classes, with_clean=True, attrs=config.attrs(),

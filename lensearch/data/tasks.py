@@ -64,13 +64,13 @@ def load_data(path: str | Path) -> LensData:
 
 @dataclass
 class Task:
-    """One task: ``kind`` "classification" (``classes``) or "regression" (``targets``, columns of params).
+    """One task: ``problem`` "classification" (``classes``) or "regression" (``targets``, columns of params).
 
     :meth:`select` gives a split's rows the task uses and their targets (class indices or a float matrix).
     """
 
     name: str
-    kind: str
+    problem: str                    # classification | regression
     title: str
     classes: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
@@ -80,11 +80,11 @@ class Task:
 
     @property
     def outputs(self) -> int:
-        return len(self.classes) if self.kind == "classification" else len(self.targets)
+        return len(self.classes) if self.problem == "classification" else len(self.targets)
 
     def select(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
         """(row indices into the split, targets): int64 class indices or float32 (n, targets)."""
-        if self.kind == "classification":
+        if self.problem == "classification":
             rows = np.flatnonzero(np.isin(split.label, list(self.class_of_label)))
             return rows, np.array([self.class_of_label[int(v)] for v in split.label[rows]], dtype=np.int64)
         rows = np.flatnonzero(np.isin(split.label, self.lensed_labels))

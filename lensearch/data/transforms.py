@@ -24,8 +24,6 @@ lensing is statistically invariant under it — and optional Gaussian noise on t
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -33,23 +31,35 @@ import numpy as np
 import torch
 
 from lensearch.errors import UserError
+from lensearch.typed import Invalid, Typed, boolean, checked, number, parse
 
-__all__ = ["AUGMENT_DEFAULTS", "NORMALIZATIONS", "Augment", "D4Augment", "Normalization", "build_augment",
-           "build_normalization"]
+__all__ = ["AUGMENT_DEFAULTS", "NORMALIZATIONS", "Augment", "AugmentSection", "D4Augment", "Normalization",
+           "build_augment", "build_normalization"]
+
+Positive = number(0, exclusive=True, finite=True, text="expected a positive number")
+Finite = number(finite=True, text="expected a finite number")
 
 
-def _number(key: str, value: Any, what: str, ok: Callable[[float], bool]) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
-        raise UserError(f"{key}: expected {what}, got {value!r}")
+def _softening(value: Any) -> float | str:
+    """A positive number, or ``"auto"`` (the LR train std)."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < float("inf")):
+        raise Invalid("expected a positive number")
     return float(value)
 
 
-def _positive(key: str, value: Any) -> float:
-    return _number(key, value, "a positive number", lambda v: v > 0)
+class NoParams(Typed):
+    pass
 
 
-def _finite(key: str, value: Any) -> float:
-    return _number(key, value, "a finite number", lambda v: True)
+class ZScoreParams(Typed):
+    mean: Finite | None = None           # default: from the training statistics
+    std: Positive | None = None
+
+
+class SoftenedParams(Typed):
+    softening: checked(_softening, float | str) = "auto"
 
 
 def _per_image(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -58,17 +68,17 @@ def _per_image(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class Normalization:
-    """Base class. Subclasses set ``name`` and ``params`` (key -> default) and implement the maps."""
+    """Base class. Subclasses set ``name`` and ``Params`` (their typed parameters) and implement the maps."""
 
     name: ClassVar[str]
-    params: ClassVar[dict[str, Any]] = {}
+    Params: ClassVar[type[Typed]] = NoParams
 
-    def __init__(self, cfg: Mapping[str, Any], stats: Mapping[str, Any] | None, key: str):
+    def __init__(self, cfg: Typed, stats: Mapping[str, Any] | None, key: str):
         self.values: dict[str, float] = {}
-        self.fit({k: cfg.get(k, default) for k, default in self.params.items()}, stats or {}, key)
+        self.fit(cfg, stats or {}, key)
 
-    def fit(self, cfg: dict[str, Any], stats: Mapping[str, Any], key: str) -> None:
-        """Validate parameters and take any dataset statistics; fill ``self.values``."""
+    def fit(self, cfg: Any, stats: Mapping[str, Any], key: str) -> None:
+        """Take the validated parameters ``cfg`` and any dataset statistics; fill ``self.values``."""
 
     def state(self) -> dict[str, Any]:
         """JSON-serialisable; ``build_normalization(state)`` rebuilds an identical normalization."""
@@ -110,15 +120,17 @@ class MinMax(Normalization):
 
 class ZScore(Normalization):
     name = "zscore"
-    params = {"mean": None, "std": None}
+    Params = ZScoreParams
 
     def fit(self, cfg, stats, key):
         for k in ("mean", "std"):
-            value = cfg[k] if cfg[k] is not None else stats.get(k)
-            if value is None:
-                raise UserError(f"{key}.{k}: zscore needs the dataset statistic '{k}' (none given and no "
-                                f"training statistics available)")
-            self.values[k] = _positive(f"{key}.{k}", value) if k == "std" else _finite(f"{key}.{k}", value)
+            value = getattr(cfg, k)
+            if value is None:  # from the training statistics, checked as if given
+                if stats.get(k) is None:
+                    raise UserError(f"{key}.{k}: zscore needs the dataset statistic '{k}' (none given and no "
+                                    f"training statistics available)")
+                value = getattr(parse(ZScoreParams, {k: stats[k]}, key), k)
+            self.values[k] = value
 
     def apply(self, x, ref):
         return (x - self.values["mean"]) / self.values["std"]
@@ -128,16 +140,16 @@ class ZScore(Normalization):
 
 
 class _Softened(Normalization):
-    params = {"softening": "auto"}
+    Params = SoftenedParams
 
     def fit(self, cfg, stats, key):
-        s = cfg["softening"]
+        s = cfg.softening
         if s == "auto":
             if stats.get("std") is None:
                 raise UserError(f"{key}.softening: 'auto' takes the LR train std, but no training statistics "
                                 f"are available; give a positive number")
-            s = stats["std"]
-        self.values["softening"] = _positive(f"{key}.softening", s)
+            s = parse(SoftenedParams, {"softening": stats["std"]}, key).softening
+        self.values["softening"] = s
 
 
 class SymLog(_Softened):
@@ -180,18 +192,25 @@ def build_normalization(cfg: Mapping[str, Any] | str | None, stats: Mapping[str,
     if not isinstance(name, str) or name not in NORMALIZATIONS:
         raise UserError(f"{key}.name: expected one of {', '.join(NORMALIZATIONS)}, got {name!r}")
     cls = NORMALIZATIONS[name]
-    for k in cfg:
-        if k != "name" and k not in cls.params:
-            allowed = ", ".join(cls.params) or "no parameters"
-            raise UserError(f"{key}.{k}: unknown key for normalization '{name}' (allowed: {allowed})")
-    return cls(cfg, stats, key)
+    return cls(parse(cls.Params, {k: v for k, v in cfg.items() if k != "name"}, key, owner=name), stats, key)
 
 
 # --------------------------------------------------------------------------------------------- augment
 Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
 
 IMAGE_KEYS = ("lr", "hr", "hr_clean")
-AUGMENT_DEFAULTS: dict[str, Any] = {"flips": True, "rot90": True, "lr_noise_std": 0.0, "lr_noise_relative": True}
+
+
+class AugmentSection(Typed):
+    """The ``augment`` section (see :func:`build_augment`)."""
+
+    flips: boolean() = True
+    rot90: boolean() = True
+    lr_noise_std: number(0, finite=True, text="expected a non-negative number") = 0.0
+    lr_noise_relative: boolean() = True
+
+
+AUGMENT_DEFAULTS: dict[str, Any] = AugmentSection.defaults()
 
 
 def build_augment(cfg: Mapping[str, Any] | None, key: str = "augment") -> Augment | None:
@@ -204,19 +223,10 @@ def build_augment(cfg: Mapping[str, Any] | None, key: str = "augment") -> Augmen
     """
     if cfg is None:
         return None
-    if not isinstance(cfg, Mapping):
-        raise UserError(f"{key}: expected a mapping, got {cfg!r}")
-    for k in cfg:
-        if k not in AUGMENT_DEFAULTS:
-            raise UserError(f"{key}.{k}: unknown key (allowed: {', '.join(AUGMENT_DEFAULTS)})")
-    c = {**AUGMENT_DEFAULTS, **cfg}
-    for k in ("flips", "rot90", "lr_noise_relative"):
-        if not isinstance(c[k], bool):
-            raise UserError(f"{key}.{k}: expected true or false, got {c[k]!r}")
-    noise = _number(f"{key}.lr_noise_std", c["lr_noise_std"], "a non-negative number", lambda v: v >= 0)
-    if not (c["flips"] or c["rot90"] or noise > 0):
+    c = parse(AugmentSection, cfg, key)
+    if not (c.flips or c.rot90 or c.lr_noise_std > 0):
         return None
-    return D4Augment(c["flips"], c["rot90"], float(noise), c["lr_noise_relative"])
+    return D4Augment(c.flips, c.rot90, c.lr_noise_std, c.lr_noise_relative)
 
 
 class D4Augment:

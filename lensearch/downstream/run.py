@@ -171,10 +171,10 @@ def _run_task(task: Task, data, lr_up: dict[str, np.ndarray | None], variants: l
         versions[v.name] = _score(task, pred, y_test, opts)
     figs = _task_figures(task, y_test, predictions, versions, opts.out)
     result = {
-        "kind": task.kind, "title": task.title, "n_train": int(len(rows)), "n_val": int(len(val_rows)),
+        "problem": task.problem, "title": task.title, "n_train": int(len(rows)), "n_val": int(len(val_rows)),
         "n_test": int(len(test_rows)),
         **({"classes": task.classes, "test_class_counts": np.bincount(y_test, minlength=task.outputs).tolist()}
-           if task.kind == "classification" else {"targets": task.targets}),
+           if task.problem == "classification" else {"targets": task.targets}),
         "training": {k: {"best_epoch": n.best_epoch, "seconds": round(n.seconds, 2), "history": n.history}
                      for k, n in nets.items()},
         "versions": versions,
@@ -183,7 +183,7 @@ def _run_task(task: Task, data, lr_up: dict[str, np.ndarray | None], variants: l
 
 
 def _score(task: Task, pred: np.ndarray, y: np.ndarray, opts: DownstreamOptions) -> dict[str, Any]:
-    if task.kind == "classification":
+    if task.problem == "classification":
         def fn(idx: np.ndarray) -> dict[str, float]:
             return classification_metrics(pred[idx], y[idx], task.classes)
         out = {"metrics": bootstrap(fn, len(y), opts.bootstrap, opts.seed),
@@ -199,7 +199,7 @@ def _score(task: Task, pred: np.ndarray, y: np.ndarray, opts: DownstreamOptions)
 
 def _task_figures(task: Task, y: np.ndarray, predictions: dict[str, np.ndarray], versions: dict[str, Any],
                   out: Path) -> list[Path]:
-    if task.kind == "regression":
+    if task.problem == "regression":
         return [figures.pred_vs_true_figure(out / f"{task.name}_pred_vs_true.png", task.title, task.targets, y,
                                             predictions)]
     curves = {v: [(np.asarray(r["roc"][c]["fpr"]), np.asarray(r["roc"][c]["tpr"])) for c in task.classes]
@@ -228,7 +228,7 @@ def render_table(results: dict[str, Any]) -> str:
     for note in results["notes"]:
         lines += [f"> {note}", ""]
     for name, task in results["tasks"].items():
-        if task["kind"] == "classification":
+        if task["problem"] == "classification":
             lines += [f"## {task['title']} ({name}; classes {', '.join(task['classes'])}; {task['n_train']} train / "
                       f"{task['n_test']} test images)", ""]
             lines += _table(task["versions"], {c: c for c in CLASSIFICATION_COLUMNS})

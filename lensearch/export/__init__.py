@@ -39,9 +39,9 @@ from lensearch.export.locate import SearchRef, find_search
 from lensearch.export.read import read_export
 from lensearch.export.register import register_export
 from lensearch.export.score import score_split
-from lensearch.export.select import Choice, choose_trial
+from lensearch.export.select import SelectedTrial, choose_trial
 from lensearch.models.raw import RawImageSR, load_network
 
-__all__ = ["EXPORT_FORMAT", "FILES", "MANIFEST", "MIN_SIDE", "ONNX_OPSET", "PARITY_RTOL", "Choice", "ExportError",
-           "RawImageSR", "SearchRef", "choose_trial", "export_search", "find_search", "load_network",
+__all__ = ["EXPORT_FORMAT", "FILES", "MANIFEST", "MIN_SIDE", "ONNX_OPSET", "PARITY_RTOL", "ExportError",
+           "RawImageSR", "SearchRef", "SelectedTrial", "choose_trial", "export_search", "find_search", "load_network",
            "parse_device", "read_export", "register_export", "score_split", "verify_parity"]

@@ -26,7 +26,7 @@ from lensearch.export.layout import EXPORT_FORMAT, FILES, MANIFEST, sha256
 from lensearch.export.locate import SearchRef, find_search
 from lensearch.export.register import register_export
 from lensearch.export.score import measure_cost, score_split
-from lensearch.export.select import Choice, choose_trial, read_checkpoint
+from lensearch.export.select import SelectedTrial, choose_trial, read_checkpoint
 from lensearch.models.raw import RawImageSR, load_network
 from lensearch.staging import staged_folder
 
@@ -102,11 +102,11 @@ def export_search(search: str, out: str | os.PathLike, *, store: str | os.PathLi
     log = log or (lambda text: print(f"lensearch export: {text}", file=sys.stderr, flush=True))
     device = parse_device(device)
     ref = find_search(search, store, tracking_uri)
-    choice = choose_trial(ref, metric, mode, trial)
-    log(f"trial {choice.trial_id}: {choice.reason}")
-    ckpt = read_checkpoint(choice.checkpoint)
+    selected = choose_trial(ref, metric, mode, trial)
+    log(f"trial {selected.trial_id}: {selected.reason}")
+    ckpt = read_checkpoint(selected.checkpoint)
     missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
-    expect(not missing, f"{choice.checkpoint}: not a lensearch checkpoint (missing {', '.join(missing)})")
+    expect(not missing, f"{selected.checkpoint}: not a lensearch checkpoint (missing {', '.join(missing)})")
     data_path = _data_path(ckpt, data)
     info = open_h5(data_path)
     expect(info.splits.get("val"), f"{data_path}: the val split is empty; the export is verified on it")
@@ -117,7 +117,7 @@ def export_search(search: str, out: str | os.PathLike, *, store: str | os.PathLi
     out = Path(out).resolve()
     _check_out(out, overwrite)
     with staged_folder(out) as tmp:
-        manifest = _manifest_head(ckpt, ref, choice, info)
+        manifest = _manifest_head(ckpt, ref, selected, info)
         files, traced = _write_model_files(tmp, model, ckpt, data_path, log)
         manifest.update(files)
         manifest["cost"] = measure_cost(model.net, traced, (1, ckpt["in_channels"], *info.lr_shape))
@@ -135,7 +135,7 @@ def export_search(search: str, out: str | os.PathLike, *, store: str | os.PathLi
     return manifest
 
 
-def _manifest_head(ckpt: dict[str, Any], ref: SearchRef, choice: Choice, info) -> dict[str, Any]:
+def _manifest_head(ckpt: dict[str, Any], ref: SearchRef, selected: SelectedTrial, info) -> dict[str, Any]:
     from lensearch.models import registry
 
     spec = registry.get(ckpt["model_name"])
@@ -147,9 +147,10 @@ def _manifest_head(ckpt: dict[str, Any], ref: SearchRef, choice: Choice, info) -
                   "scale": ckpt["scale"], "in_channels": ckpt["in_channels"], "min_side": graphs.MIN_SIDE,
                   "normalization": ckpt["normalization"]},
         "source": {"search": ref.name, "search_dir": str(ref.dir), "objectives": ref.objectives,
-                   "trial_id": choice.trial_id, "selection": choice.reason, "checkpoint": str(choice.checkpoint),
-                   "epoch": ckpt["epoch"], "trial_metrics": choice.metrics, "tracking_uri": ref.tracking_uri,
-                   "parent_run_id": ref.parent_run_id, "run_id": choice.run_id},
+                   "trial_id": selected.trial_id, "selection": selected.reason,
+                   "checkpoint": str(selected.checkpoint),
+                   "epoch": ckpt["epoch"], "trial_metrics": selected.metrics, "tracking_uri": ref.tracking_uri,
+                   "parent_run_id": ref.parent_run_id, "run_id": selected.run_id},
         "data": {"path": str(info.path), "n": info.n, "hr_shape": list(info.hr_shape),
                  "lr_shape": list(info.lr_shape), "scale": info.scale, "has_clean": info.has_clean,
                  "splits": info.splits, "class_names": info.class_names,

@@ -17,12 +17,12 @@ import torch
 from lensearch.errors import UserError, expect
 from lensearch.export.locate import SearchRef
 
-__all__ = ["Choice", "choose_trial", "read_checkpoint"]
+__all__ = ["SelectedTrial", "choose_trial", "read_checkpoint"]
 
 
 @dataclass
-class Choice:
-    """The trial to export and why it was chosen."""
+class SelectedTrial:
+    """The trial to export and why it was chosen (``Choice`` is the search space's conditional branch, not this)."""
 
     trial_id: str
     checkpoint: Path
@@ -68,7 +68,7 @@ def _mode(metric: str, objectives: list[tuple[str, str]]) -> str:
 
 
 def choose_trial(ref: SearchRef, metric: str | None = None, mode: str | None = None,
-                 trial: str | None = None) -> Choice:
+                 trial: str | None = None) -> SelectedTrial:
     """The trial ``trial``, else the best finished trial by ``metric`` (default: the first objective)."""
     from lensearch.search.results import best_row, pareto_rows
 
@@ -91,4 +91,4 @@ def choose_trial(ref: SearchRef, metric: str | None = None, mode: str | None = N
         reason = f"best {metric} ({mode}) of {len(rows)} finished trial(s)"
         if front:
             reason += front + "; exported the best by the first objective (pick a front point with --trial)"
-    return Choice(row.trial_id, Path(row.checkpoint), row.best, row.run_id, reason)
+    return SelectedTrial(row.trial_id, Path(row.checkpoint), row.best, row.run_id, reason)

@@ -2,20 +2,24 @@
 
 Each architecture module registers its own spec(s) at import (``register(ModelSpec(...))``);
 ``lensearch/models/__init__.py`` imports them all. Hyperparameters are typed, documented :class:`Param`
-objects, so search spaces, the CLI and YAML validation all read the same description.
+objects, so search spaces, the CLI and YAML validation all read the same description; a tuple of them becomes a
+typed model of the shared layer (:func:`params_model`, a :class:`lensearch.typed.Params`), which validates.
 
 Discriminators for GAN models live in a second registry of the same shape (:data:`DISCRIMINATORS`).
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from pydantic import create_model
 
-from lensearch.errors import UserError, did_you_mean
+from lensearch.errors import UserError
+from lensearch.typed import Invalid, Params, checked, parse
 
 KINDS = ("interp", "pixel", "gan", "diffusion")  # model kinds; discriminators have kind "discriminator"
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -45,7 +49,15 @@ class Param:
         return text
 
     def coerce(self, value: Any, where: str) -> Any:
-        """``value`` converted to :attr:`type` and validated; :class:`UserError` naming ``where`` otherwise.
+        """``value`` converted to :attr:`type` and validated; :class:`UserError` naming ``where`` otherwise."""
+        try:
+            return self.check(value)
+        except Invalid as err:
+            raise UserError(f"{where}: {err.problem}, got {value!r}") from None
+
+    def check(self, value: Any) -> Any:
+        """``value`` converted to :attr:`type` and validated (:class:`~lensearch.typed.Invalid` otherwise): the
+        field type of this parameter in :func:`params_model`.
 
         Accepts the obvious spellings a YAML file, CLI string or Optuna trial produces: ``"3"`` / ``3.0``
         for an int, ``"true"`` for a bool, any real number for a float; never a bool for a number.
@@ -59,7 +71,7 @@ class Param:
         if ok and self.high is not None:
             ok = out <= self.high
         if not ok:
-            raise UserError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise Invalid(f"expected {self.describe()}")
         return out
 
 
@@ -94,18 +106,20 @@ def _convert(kind: type, value: Any) -> Any:
     raise TypeError(f"unsupported Param type {kind!r}")
 
 
+@functools.lru_cache(maxsize=None)
+def params_model(params: tuple[Param, ...]) -> type[Params]:
+    """The typed model of ``params``: one field per :class:`Param` (its default; checked by :meth:`Param.check`).
+    Built once per tuple."""
+    fields = {p.name: (checked(p.check, p.type), p.default) for p in params}
+    return create_model("Params_" + "_".join(p.name for p in params), __base__=Params, **fields)
+
+
 def coerce_params(params: tuple[Param, ...], values: dict[str, Any], where: str) -> dict[str, Any]:
     """All ``params`` with defaults filled and ``values`` validated; ``where`` prefixes error key paths.
 
-    An unknown key raises :class:`UserError` ``"<where>.<key>: unknown ...; valid: ..."``.
+    An unknown key raises :class:`UserError` ``"<where>.<key>: unknown parameter ...; valid: ..."``.
     """
-    known = {p.name: p for p in params}
-    for key in values:
-        if key not in known:
-            valid = ", ".join(known) or "(none: this takes no parameters)"
-            raise UserError(f"{where}.{key}: unknown parameter{did_you_mean(key, known)}; valid: {valid}")
-    return {p.name: p.coerce(values[p.name], f"{where}.{p.name}") if p.name in values else p.default
-            for p in params}
+    return parse(params_model(params), values, where).to_dict()
 
 
 @dataclass(frozen=True)

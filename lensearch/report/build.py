@@ -365,7 +365,7 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
     for eff in effs:
         log_x = bool(getattr(dists.get(eff.param), "log", False))
         path = figures.effect_plot(eff, metric, ref, out / f"{tag}_effect_{_slug(eff.param)}.png", log_x=log_x)
-        if eff.kind == "categorical":
+        if eff.values == "categorical":
             summ = eff.summary()
             text = "; ".join(f"{c}: {m:.4g} [{lo:.4g}, {hi:.4g}] (n={n})" if math.isfinite(lo)
                              else f"{c}: {m:.4g} (n={n})" for c, (m, lo, hi, n) in summ.items())

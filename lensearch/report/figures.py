@@ -139,7 +139,7 @@ def effect_plot(effect, metric: str, reference: dict[str, float], path: Path, lo
     """A categorical effect as means with 95 % CIs (and every trial), a numeric one as a scatter."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    if effect.kind == "categorical":
+    if effect.values == "categorical":
         summary = effect.summary()
         cats = list(effect.groups)
         for i, cat in enumerate(cats):

@@ -114,7 +114,7 @@ class Effect:
     """One parameter's effect on the objective."""
 
     param: str
-    kind: str                                 # categorical | numeric
+    values: str                               # categorical | numeric
     groups: dict[str, list[float]]            # categorical: category -> objectives
     points: list[tuple[float, float]]         # numeric: (value, objective)
 
@@ -177,7 +177,7 @@ def findings(effect_list: list[Effect], metric: str, mode: str, seed: int = 0) -
     rng = np.random.default_rng(seed)
     lines = []
     for eff in effect_list:
-        if eff.kind != "categorical":
+        if eff.values != "categorical":
             continue
         groups = {k: np.asarray(v) for k, v in eff.groups.items() if len(v) >= 2}
         if len(groups) < 2:

@@ -149,10 +149,10 @@ def make_scheduler(search: SearchFile, max_epochs: int, *, notice=None):
     """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
-    cfg, obj = search.scheduler, search.primary
+    cfg, obj = search.early_stopping, search.primary
     if search.multi_objective:
         if cfg["name"] != "none":
-            line = (f"lensearch: multi-objective search: scheduler '{cfg['name']}' ignored, no early stopping "
+            line = (f"lensearch: multi-objective search: early_stopping '{cfg['name']}' ignored, no early stopping "
                     f"(every trial runs {max_epochs} epochs; Ray's schedulers stop on one metric only)")
             (notice or (lambda text: print(text, file=sys.stderr, flush=True)))(line)
         return FIFOScheduler()

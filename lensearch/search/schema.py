@@ -7,12 +7,17 @@ A file has these top-level keys (all but ``space`` optional)::
     objective: {metric: val_psnr, mode: max}   # or a list of them (multi-objective)
     budget:    {num_samples: 16, max_epochs: 20, time_budget_s: null, trial_time_s: null, refit_share: 0,
                 max_concurrent: null}                                # refit: see lensearch.search.refit
-    scheduler: {name: asha, grace_period: 1, reduction_factor: 2}   # asha | hyperband | median | none
+    early_stopping: {name: asha, grace_period: 1, reduction_factor: 2}  # asha | hyperband | median | none
     searcher:  {name: tpe, seed: 0, startup_trials: 4}              # tpe | random | cmaes | nsga2
     resources: {workers: 1, gpu: auto, cpus_per_worker: 1, gpus_per_worker: 1}
     downstream: {task: auto, epochs: 20, seed: 0}  # the frozen classifier of val_downstream_auc (below)
     space:     {...}                                               # see lensearch.search.space
     profiles:  {cpu: {budget: {...}, space: {model: ...}}, gpu: {...}}  # per-machine overrides (below)
+
+**Early stopping vs learning-rate schedule.** The top-level ``early_stopping`` section is Ray Tune's trial
+scheduler (which trials stop early); ``space.scheduler`` is the learning-rate schedule inside each trial. The
+top level was called ``scheduler`` before; that spelling still loads (one deprecation line on stderr naming the
+file and ``early_stopping``), and a file giving both is refused.
 
 **Profiles** size one file for different machines. Each profile overrides sections key by key, one level
 deep: ``profiles.cpu.budget.max_epochs`` replaces ``budget.max_epochs``, ``profiles.cpu.space.model`` replaces
@@ -27,7 +32,8 @@ classifier, trained once per data file on its HR training images, on each trial'
 images, else ``classify``), and the classifier's ``epochs`` and ``seed``; it is read only when an objective
 or ``train.monitor`` names ``val_downstream_auc``.
 
-Every error names the file and the key path and says what was expected, e.g.
+The sections are typed models (:class:`SearchDocument` and its parts, on :mod:`lensearch.typed`). Every error
+names the file and the key path and says what was expected, e.g.
 ``search_spaces/gan.yaml: budget.num_samples: expected an integer >= 1, got 'ten'``.
 """
 
@@ -35,10 +41,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lensearch.errors import UserError, did_you_mean
-from lensearch.training.config import DATA_DEFAULTS
+from lensearch.training.config import DataSection
+from lensearch.typed import Invalid, Typed, checked, integer, number, one_of, parse
 from lensearch.yamlfile import read_yaml
 
 # Metrics an objective may name: what every trial reports, on a scale shared by all trials.
@@ -51,103 +58,89 @@ OBJECTIVE_METRICS = {"val_psnr", "val_ssim", "val_mse", "val_psnr_clean", "val_s
 INCOMPARABLE_METRICS = {"val_loss", "train_loss"}
 
 
-@dataclass(frozen=True)
-class Key:
-    """One key of a section: default value and a check returning an error text (or None)."""
+# ------------------------------------------------------------------------------------------------ sections
+class Budget(Typed):
+    """What a search may spend."""
 
-    default: Any
-    check: Callable[[Any], str | None]
-
-
-def _int(low: int | None = None, allow_none: bool = False):
-    def check(v):
-        if v is None and allow_none:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low):
-            return f"expected an integer{f' >= {low}' if low is not None else ''}{' or null' if allow_none else ''}"
-        return None
-    return check
-
-
-def _share(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-        return "expected a number in [0, 1)"
-    return None
+    num_samples: integer(1) = 8
+    max_epochs: integer(1) = 10
+    time_budget_s: number(0, exclusive=True, none=True) = None
+    max_concurrent: integer(1, none=True) = None
+    # per-trial cap: a trial stops after its first report past this many seconds (sets train.time_limit_s)
+    trial_time_s: number(0, exclusive=True, none=True) = None
+    # share of time_budget_s kept for the refit: the best trials continue from their checkpoints with a
+    # fresh annealed schedule (search/refit.py); 0 = no refit
+    refit_share: number(0, 1, high_exclusive=True, text="expected a number in [0, 1)") = 0.0
+    # a trial whose process dies (a killed worker, a lost node) is restarted this many times at most; it
+    # continues from its last checkpoint (trials that raise, e.g. on a non-finite loss, are not retried)
+    max_retries: integer(0) = 1
 
 
-def _num(low: float | None = None, allow_none: bool = False, exclusive: bool = False):
-    def check(v):
-        if v is None and allow_none:
-            return None
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-        if ok and low is not None:
-            ok = v > low if exclusive else v >= low
-        if not ok:
-            bound = f" {'>' if exclusive else '>='} {low}" if low is not None else ""
-            return f"expected a number{bound}{' or null' if allow_none else ''}"
-        return None
-    return check
+class EarlyStopping(Typed):
+    """Ray Tune's trial scheduler: which trials stop early (not the learning-rate schedule, ``space.scheduler``)."""
+
+    name: one_of("asha", "hyperband", "median", "none") = "asha"
+    grace_period: integer(1) = 1
+    reduction_factor: number(1, exclusive=True) = 2
+    min_samples_required: integer(1) = 2
 
 
-def _one_of(*values):
-    def check(v):
-        return None if v in values else f"expected one of {', '.join(map(str, values))}"
-    return check
+def _initial_points(value: Any) -> list[dict[str, Any]]:
+    if not (isinstance(value, list) and all(isinstance(p, dict) for p in value)):
+        raise Invalid("expected a list of mappings of parameter name to value")
+    return value
 
 
-def _str_or_none(v):
-    return None if v is None or isinstance(v, str) else "expected a string or null"
+class Searcher(Typed):
+    """The Optuna sampler."""
+
+    name: one_of("tpe", "random", "cmaes", "nsga2") = "tpe"
+    seed: integer(0) = 0
+    startup_trials: integer(0) = 4
+    # Configurations to evaluate first (warm start, e.g. a published best): flat parameter names as in
+    # `lensearch space show`, e.g. [{model: rdn, model.rdn.num_blocks: 4, optimizer.adam.lr: 1.0e-3}].
+    initial_points: checked(_initial_points, list[dict[str, Any]]) = []
 
 
-SECTIONS: dict[str, dict[str, Key]] = {
-    "data": {
-        "path": Key(DATA_DEFAULTS["path"], _str_or_none),
-        "preset": Key(DATA_DEFAULTS["preset"], _str_or_none),
-        "count": Key(DATA_DEFAULTS["count"], _int(16)),
-        "seed": Key(DATA_DEFAULTS["seed"], _int(0)),
-        "non_lens": Key(DATA_DEFAULTS["non_lens"], lambda v: None if isinstance(v, bool) else "expected true or false"),
-    },
-    "budget": {
-        "num_samples": Key(8, _int(1)),
-        "max_epochs": Key(10, _int(1)),
-        "time_budget_s": Key(None, _num(0, allow_none=True, exclusive=True)),
-        "max_concurrent": Key(None, _int(1, allow_none=True)),
-        # per-trial cap: a trial stops after its first report past this many seconds (sets train.time_limit_s)
-        "trial_time_s": Key(None, _num(0, allow_none=True, exclusive=True)),
-        # share of time_budget_s kept for the refit: the best trials continue from their checkpoints with a
-        # fresh annealed schedule (search/refit.py); 0 = no refit
-        "refit_share": Key(0.0, _share),
-        # a trial whose process dies (a killed worker, a lost node) is restarted this many times at most; it
-        # continues from its last checkpoint (trials that raise, e.g. on a non-finite loss, are not retried)
-        "max_retries": Key(1, _int(0)),
-    },
-    "scheduler": {
-        "name": Key("asha", _one_of("asha", "hyperband", "median", "none")),
-        "grace_period": Key(1, _int(1)),
-        "reduction_factor": Key(2, _num(1, exclusive=True)),
-        "min_samples_required": Key(2, _int(1)),
-    },
-    "searcher": {
-        "name": Key("tpe", _one_of("tpe", "random", "cmaes", "nsga2")),
-        "seed": Key(0, _int(0)),
-        "startup_trials": Key(4, _int(0)),
-        # Configurations to evaluate first (warm start, e.g. a published best): flat parameter names as in
-        # `lensearch space show`, e.g. [{model: rdn, model.rdn.num_blocks: 4, optimizer.adam.lr: 1.0e-3}].
-        "initial_points": Key([], lambda v: None if isinstance(v, list) and all(isinstance(p, dict) for p in v)
-                              else "expected a list of mappings of parameter name to value"),
-    },
-    "resources": {
-        "workers": Key(1, _int(1)),
-        "gpu": Key("auto", _one_of("auto", "on", "off", True, False)),
-        "cpus_per_worker": Key(1.0, _num(0, exclusive=True)),
-        "gpus_per_worker": Key(1.0, _num(0, exclusive=True)),
-    },
-    "downstream": {
-        "task": Key("auto", _one_of("auto", "find", "classify")),
-        "epochs": Key(20, _int(1)),
-        "seed": Key(0, _int(0)),
-    },
-}
+class Resources(Typed):
+    """What one trial gets."""
+
+    workers: integer(1) = 1
+    gpu: one_of("auto", "on", "off", True, False) = "auto"
+    cpus_per_worker: number(0, exclusive=True) = 1.0
+    gpus_per_worker: number(0, exclusive=True) = 1.0
+
+
+class Downstream(Typed):
+    """The frozen classifier of ``val_downstream_auc``."""
+
+    task: one_of("auto", "find", "classify") = "auto"
+    epochs: integer(1) = 20
+    seed: integer(0) = 0
+
+
+def _simple_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.replace("-", "_").replace(".", "_").isidentifier():
+        raise Invalid("expected a simple name (letters, digits, - _ .)")
+    return value
+
+
+class SearchDocument(Typed):
+    """One search file as written (a profile applied): the typed sections; ``objective`` and ``space`` are read
+    by :func:`_objectives` and :func:`lensearch.search.space.compile_space`."""
+
+    unknown_noun = "top-level key"
+
+    name: checked(_simple_name, str | None) = None    # default: the file's stem
+    data: DataSection = DataSection()
+    objective: Any = None
+    budget: Budget = Budget()
+    early_stopping: EarlyStopping = EarlyStopping()
+    searcher: Searcher = Searcher()
+    resources: Resources = Resources()
+    downstream: Downstream = Downstream()
+    space: Any = None
+    profiles: Any = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +158,7 @@ class SearchFile:
     data: dict[str, Any]
     objectives: list[Objective]
     budget: dict[str, Any]
-    scheduler: dict[str, Any]
+    early_stopping: dict[str, Any]               # Ray Tune's trial scheduler (not the learning-rate schedule)
     searcher: dict[str, Any]
     resources: dict[str, Any]
     space: Any                                   # compiled lensearch.search.space.Space
@@ -197,23 +190,6 @@ class SearchFile:
         return self.objectives[0]
 
 
-def _section(raw: Any, name: str) -> dict[str, Any]:
-    keys = SECTIONS[name]
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{name}: expected a mapping, got {raw!r}")
-    out = {}
-    for key, value in raw.items():
-        if key not in keys:
-            raise UserError(f"{name}.{key}: unknown key{did_you_mean(key, keys)}; valid keys: {', '.join(keys)}")
-        problem = keys[key].check(value)
-        if problem:
-            raise UserError(f"{name}.{key}: {problem}, got {value!r}")
-        out[key] = value
-    return {key: out.get(key, spec.default) for key, spec in keys.items()}
-
-
 def _objectives(raw: Any, num_samples: Any = None) -> list[Objective]:
     if raw is None:
         raw = {"metric": "val_psnr", "mode": "max"}
@@ -240,9 +216,39 @@ def _objectives(raw: Any, num_samples: Any = None) -> list[Objective]:
     return out
 
 
-TOP_LEVEL = ("name", "data", "objective", "budget", "scheduler", "searcher", "resources", "downstream", "space",
-             "profiles")
-PROFILE_SECTIONS = ("data", "objective", "budget", "scheduler", "searcher", "resources", "downstream", "space")
+TOP_LEVEL = tuple(SearchDocument.model_fields)
+PROFILE_SECTIONS = tuple(k for k in TOP_LEVEL if k not in ("name", "profiles"))
+# Spellings still read, each with one deprecation line: old top-level (and profile) key -> new key.
+RENAMED = {"scheduler": "early_stopping"}
+
+
+def _rename_deprecated(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``raw`` with deprecated keys (:data:`RENAMED`) under their new names, at the top level and in every
+    profile; one line on stderr per file naming it and the new key. Both spellings at once is an error."""
+    import sys
+
+    seen: list[str] = []
+
+    def rename(doc: dict[str, Any], where: str) -> dict[str, Any]:
+        out = dict(doc)
+        for old, new in RENAMED.items():
+            if old not in out:
+                continue
+            if new in out:
+                raise UserError(f"{where}{old}: a deprecated spelling of {new}, which is given too; keep only {new}")
+            seen.append(old)
+            out = {(new if k == old else k): v for k, v in out.items()}
+        return out
+
+    out = rename(raw, "")
+    profiles = out.get("profiles")
+    if isinstance(profiles, dict):
+        out["profiles"] = {name: rename(body, f"profiles.{name}.") if isinstance(body, dict) else body
+                           for name, body in profiles.items()}
+    for old in dict.fromkeys(seen):
+        print(f"lensearch: warning: {path}: '{old}:' is deprecated (it is the early-stopping rule, not the "
+              f"learning-rate schedule); rename it to '{RENAMED[old]}:'", file=sys.stderr, flush=True)
+    return out
 
 
 def apply_profile(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -276,9 +282,12 @@ def parse_search(raw: Any, path: Path, profile: str | None = None) -> SearchFile
     file name. Every profile is validated too, whichever is applied."""
     if not isinstance(raw, dict):
         raise UserError(f"expected a mapping at the top level, got {type(raw).__name__}")
-    unknown = [k for k in raw if k not in TOP_LEVEL]
+    unknown = [k for k in raw if k not in TOP_LEVEL and k not in RENAMED]
     if unknown:
-        raise UserError(f"{unknown[0]}: unknown top-level key{did_you_mean(unknown[0], TOP_LEVEL)}; valid keys: {', '.join(TOP_LEVEL)}")
+        # the deprecated spellings still load, so they may be suggested too
+        raise UserError(f"{unknown[0]}: unknown top-level key{did_you_mean(unknown[0], TOP_LEVEL + tuple(RENAMED))}; "
+                        f"valid keys: {', '.join(TOP_LEVEL)}")
+    raw = _rename_deprecated(raw, path)
     profiles = _check_profiles(raw.get("profiles"))
     for name, body in profiles.items():
         if name != profile:
@@ -300,25 +309,18 @@ def _parse_document(raw: dict[str, Any], path: Path) -> SearchFile:
 
     if "space" not in raw:
         raise UserError("space: missing (the parameters to search)")
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not name.replace("-", "_").replace(".", "_").isidentifier():
-        raise UserError(f"name: expected a simple name (letters, digits, - _ .), got {name!r}")
-    budget = _section(raw.get("budget"), "budget")
-    objectives = _objectives(raw.get("objective"), budget["num_samples"])
-    searcher = _section(raw.get("searcher"), "searcher")
-    if len(objectives) > 1 and searcher["name"] == "cmaes":
+    # a section left empty (``budget:``) takes its defaults
+    doc = parse(SearchDocument, {k: v for k, v in raw.items() if v is not None})
+    objectives = _objectives(raw.get("objective"), doc.budget.num_samples)
+    if len(objectives) > 1 and doc.searcher.name == "cmaes":
         raise UserError("searcher.name: cmaes supports one objective only; use tpe, nsga2 or random")
     space = compile_space(raw["space"])
-    for i, point in enumerate(searcher["initial_points"]):
+    for i, point in enumerate(doc.searcher.initial_points):
         space.check_point(point, f"searcher.initial_points[{i}]")
-    data = _section(raw.get("data"), "data")
-    if data["path"] and "preset" not in (raw.get("data") or {}):
-        data["preset"] = None  # an explicit file that is missing is an error, not a cue to simulate into it
     return SearchFile(
-        path=path, name=name, data=data, objectives=objectives,
-        budget=budget, scheduler=_section(raw.get("scheduler"), "scheduler"),
-        searcher=searcher, resources=_section(raw.get("resources"), "resources"), space=space, raw=raw,
-        downstream=_section(raw.get("downstream"), "downstream"),
+        path=path, name=doc.name or path.stem, data=doc.data.resolved().to_dict(), objectives=objectives,
+        budget=doc.budget.to_dict(), early_stopping=doc.early_stopping.to_dict(), searcher=doc.searcher.to_dict(),
+        resources=doc.resources.to_dict(), space=space, raw=raw, downstream=doc.downstream.to_dict(),
     )
 
 

@@ -41,23 +41,23 @@ class Fixed:
 
 @dataclass(frozen=True)
 class Dist:
-    kind: str
+    distribution: str               # categorical | int | logint | float | logfloat (a model's kind is ModelSpec.kind)
     args: tuple
     step: float | int | None = None
 
     def suggest(self, trial, name: str):
-        if self.kind == "categorical":
+        if self.distribution == "categorical":
             return trial.suggest_categorical(name, list(self.args))
         low, high = self.args
-        if self.kind in ("int", "logint"):
-            return trial.suggest_int(name, low, high, step=self.step or 1, log=self.kind == "logint")
-        return trial.suggest_float(name, low, high, step=self.step, log=self.kind == "logfloat")
+        if self.distribution in ("int", "logint"):
+            return trial.suggest_int(name, low, high, step=self.step or 1, log=self.distribution == "logint")
+        return trial.suggest_float(name, low, high, step=self.step, log=self.distribution == "logfloat")
 
     def describe(self) -> str:
-        if self.kind == "categorical":
+        if self.distribution == "categorical":
             return "one of " + ", ".join(map(str, self.args))
         step = f" step {self.step}" if self.step else ""
-        return f"{self.kind} [{self.args[0]}, {self.args[1]}]{step}"
+        return f"{self.distribution} [{self.args[0]}, {self.args[1]}]{step}"
 
     def representative(self):
         return self.args[0]
@@ -97,9 +97,9 @@ def _parse(raw: Any, path: str):
 
 
 def _parse_dist(raw: dict, path: str) -> Dist:
-    kind = next(k for k in raw if k != "step")
-    args, step = raw[kind], raw.get("step")
-    if kind == "categorical":
+    distribution = next(k for k in raw if k != "step")
+    args, step = raw[distribution], raw.get("step")
+    if distribution == "categorical":
         if not isinstance(args, list) or not args:
             raise UserError(f"{path}.categorical: expected a non-empty list, got {args!r}")
         if len({repr(a) for a in args}) != len(args):
@@ -108,21 +108,21 @@ def _parse_dist(raw: dict, path: str) -> Dist:
             raise UserError(f"{path}.step: categorical takes no step")
         if any(isinstance(a, (dict, list)) for a in args):
             raise UserError(f"{path}.categorical: values must be scalars (number, string, bool, null)")
-        return Dist(kind, tuple(args))
+        return Dist(distribution, tuple(args))
     ok = (isinstance(args, list) and len(args) == 2
           and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args))
     if not ok:
-        raise UserError(f"{path}.{kind}: expected [low, high], got {args!r}")
+        raise UserError(f"{path}.{distribution}: expected [low, high], got {args!r}")
     low, high = args
-    if kind in ("int", "logint") and not all(isinstance(a, int) for a in args):
-        raise UserError(f"{path}.{kind}: expected integer bounds, got {args!r}")
+    if distribution in ("int", "logint") and not all(isinstance(a, int) for a in args):
+        raise UserError(f"{path}.{distribution}: expected integer bounds, got {args!r}")
     if low > high:
-        raise UserError(f"{path}.{kind}: low {low} is above high {high}")
-    if kind.startswith("log") and low <= 0:
-        raise UserError(f"{path}.{kind}: log scale needs low > 0, got {low}")
-    if step is not None and (kind.startswith("log") or not isinstance(step, (int, float)) or step <= 0):
+        raise UserError(f"{path}.{distribution}: low {low} is above high {high}")
+    if distribution.startswith("log") and low <= 0:
+        raise UserError(f"{path}.{distribution}: log scale needs low > 0, got {low}")
+    if step is not None and (distribution.startswith("log") or not isinstance(step, (int, float)) or step <= 0):
         raise UserError(f"{path}.step: expected a positive number on a linear int/float, got {step!r}")
-    return Dist(kind, (low, high), step)
+    return Dist(distribution, (low, high), step)
 
 
 class Space:
@@ -215,7 +215,7 @@ class Space:
                 raise UserError(f"{where}.{name}: not a searched parameter; searched: {', '.join(params)}")
             node = params[name]
             allowed = list(node.branches) if isinstance(node, Choice) else (
-                list(node.args) if node.kind == "categorical" else None)
+                list(node.args) if node.distribution == "categorical" else None)
             if allowed is not None and value not in allowed:
                 raise UserError(f"{where}.{name}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
             if allowed is None and not (isinstance(value, (int, float)) and node.args[0] <= value <= node.args[1]):

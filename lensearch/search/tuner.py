@@ -260,7 +260,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
             "objectives": [(o.metric, o.mode) for o in search.objectives],
             "log_checkpoints": opts.log_checkpoints, "system_metrics": opts.system_metrics,
             "params": {"num_samples": budget["num_samples"], "max_epochs": max_epochs,
-                       "scheduler": search.scheduler["name"], "searcher": search.searcher["name"],
+                       "early_stopping": search.early_stopping["name"], "searcher": search.searcher["name"],
                        "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,
                        "use_gpu": bool(resources.use_gpu), "max_concurrent": concurrency,
                        "data": run_info["data_path"],
@@ -401,7 +401,7 @@ def _train_values(search: SearchFile, fixed_config: dict[str, Any] | None, key: 
     if isinstance(node, Fixed):
         return [node.value]
     if isinstance(node, Dist):
-        return list(node.args) if node.kind == "categorical" else [node.args[0], node.args[1]]
+        return list(node.args) if node.distribution == "categorical" else [node.args[0], node.args[1]]
     return []
 
 
@@ -473,7 +473,7 @@ def train_one(config: dict[str, Any], name: str, opts: SearchOptions, source: Pa
     from lensearch.search.schema import parse_search
 
     monitor = config["train"]["monitor"]
-    search = parse_search({"name": name, "data": config["data"], "scheduler": {"name": "none"},
+    search = parse_search({"name": name, "data": config["data"], "early_stopping": {"name": "none"},
                            "budget": {"num_samples": 1, "max_epochs": config["train"]["epochs"]},
                            "space": {"model": {"name": config["model"]["name"]}},
                            "objective": {"metric": monitor, "mode": MONITORABLE[monitor]}},

@@ -109,7 +109,7 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, task: Task, rng: np.random.G
         x = torch.rot90(x, k, dims=(2, 3))
     if mirror:
         x = torch.flip(x, dims=(3,))
-    if task.kind == "regression":
+    if task.problem == "regression":
         flip, rot = _sign_flips(task)
         sign = (rot ** k) * (flip if mirror else 1.0)
         y = y * torch.as_tensor(sign, dtype=y.dtype)
@@ -117,7 +117,7 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, task: Task, rng: np.random.G
 
 
 def _loss_fn(task: Task, y_train: np.ndarray) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if task.kind == "classification":
+    if task.problem == "classification":
         counts = np.bincount(y_train, minlength=task.outputs).astype(np.float64)
         weight = torch.as_tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / task.outputs, 0.0),
                                  dtype=torch.float32)
@@ -144,7 +144,7 @@ def train_task(task: Task, x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = build_net(task.outputs, **(net_config or {}))
-    standardizer = Standardizer.fit(y_train) if task.kind == "regression" else None
+    standardizer = Standardizer.fit(y_train) if task.problem == "regression" else None
     x = unit_scale_images(x_train)
     y = torch.as_tensor(y_train)
     has_val = x_val is not None and len(x_val) > 0
@@ -204,6 +204,6 @@ def predict(trained: Trained, images: np.ndarray) -> np.ndarray:
     """Class probabilities (N, classes) or regression predictions in the targets' units (N, targets)."""
     trained.net.eval()
     out = _forward(trained.net, unit_scale_images(images))
-    if trained.task.kind == "classification":
+    if trained.task.problem == "classification":
         return torch.softmax(out, dim=1).numpy().astype(np.float64)
     return trained.standardizer.invert(out.numpy())

@@ -14,8 +14,9 @@ choice under ``name`` and the chosen component's parameters beside it::
     loss:          {pixel: l1, pixel_weight: 1.0, ssim_weight: 0.0, adv_weight: 5.0e-3}
     train:         {epochs: 10, batch_size: 16, monitor: val_psnr, ...}
 
-Every section is optional; :func:`resolve_run_config` fills defaults and validates the sections it owns
-(``train``, ``data``) with key paths in its errors. Components validate their own sections when they are
+Every section is optional; :func:`run_config` (typed, :class:`RunConfig`) and :func:`resolve_run_config` (the
+same as a plain mapping) fill defaults and validate the sections it owns (``train``, ``data``) with key paths in
+its errors. Components validate their own sections when they are
 built (model registry, normalization, optimizer/scheduler builders, loss builder).
 """
 
@@ -25,7 +26,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from lensearch.errors import UserError, did_you_mean, expect
+from lensearch.errors import expect
+from lensearch.typed import Invalid, Typed, boolean, checked, integer, number, one_of, parse, string
 from lensearch.yamlfile import read_yaml
 
 MONITORABLE = {
@@ -34,96 +36,113 @@ MONITORABLE = {
     "val_downstream_auc": "max",  # a search's frozen classifier on the SR val images (training/frozen_classifier.py)
 }
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 10,                   # reports ("epochs") per run; each is one pass, or steps_per_epoch steps
-    "batch_size": 16,
-    "patch_size": 0,                # HR px of the random training patches (multiple of the scale); 0 = whole images
-    "steps_per_epoch": 0,           # optimizer steps between reports; 0 = one pass over the training split
-    "time_limit_s": 0.0,            # stop after the first report past this many seconds of the run; 0 = none
-    "monitor": "val_psnr",          # metric that picks the best checkpoint (and the plateau scheduler's)
-    "grad_clip": 0.0,               # max grad norm; 0 disables
-    "ema_decay": 0.0,               # EMA of generator weights (warmed up: decay ramps as (1+n)/(10+n)); 0 disables
-    "amp": "auto",                  # auto | off | bf16 | fp16 (GPU only; auto = bf16 where supported)
-    "gan_warmup_epochs": 0,         # PSNR-oriented generator epochs before adversarial training
-    "d_lr_factor": 1.0,             # discriminator lr = generator lr * factor
-    "val_max_images": 0,            # cap on validation images per epoch (0 = whole split)
-    "num_workers_loader": 0,        # DataLoader worker processes per training worker
-    "seed": 0,
-    "init_from": "",                # a checkpoint whose weights, EMA and optimizer state start this run (its
-                                    # schedule and counters start afresh): a search's refit phase
-}
 
-# non_lens: simulate non-lenses too (every 4th image; lens finding, e.g. for val_downstream_auc)
-DATA_DEFAULTS: dict[str, Any] = {"path": None, "preset": "tiny", "count": 512, "seed": 0, "non_lens": False}
-
-SECTIONS = ("data", "model", "discriminator", "normalization", "augment", "optimizer", "scheduler",
-            "loss", "train")
-
-_TYPES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+def _at_least(low: int, note: str = "") -> object:
+    return integer(low, text="expected an integer", range_text=f"expected >= {low}{note}")
 
 
-def _check_type(path: str, value: Any, default: Any, allow_none: bool = False) -> Any:
-    if default is None or (value is None and allow_none):
-        return value
-    kind = type(default)
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    raise UserError(f"{path}: expected {_TYPES.get(kind, kind.__name__)}, got {value!r}")
+class TrainSection(Typed):
+    """The ``train`` section: how one run trains."""
+
+    epochs: _at_least(1) = 10                # reports ("epochs") per run; each is one pass, or steps_per_epoch steps
+    batch_size: _at_least(1) = 16
+    patch_size: _at_least(0, " (0 = whole images)") = 0  # HR px of random training patches (multiple of the scale)
+    steps_per_epoch: _at_least(0, " (0 = one pass over the data)") = 0  # optimizer steps between reports
+    # stop after the first report past this many seconds of the run; 0 = none
+    time_limit_s: number(0, text="expected a number", range_text="expected >= 0 (0 = none)") = 0.0
+    monitor: one_of(*MONITORABLE) = "val_psnr"  # metric that picks the best checkpoint (and the plateau scheduler's)
+    grad_clip: number(0, text="expected a number", range_text="expected >= 0 (0 = off)") = 0.0  # max grad norm
+    # EMA of generator weights (warmed up: decay ramps as (1+n)/(10+n)); 0 disables
+    ema_decay: number(0, 1, high_exclusive=True, text="expected a number", range_text="expected in [0, 1)") = 0.0
+    amp: one_of("auto", "off", "bf16", "fp16") = "auto"  # GPU only; auto = bf16 where supported
+    gan_warmup_epochs: _at_least(0) = 0      # PSNR-oriented generator epochs before adversarial training
+    d_lr_factor: number(0, exclusive=True, text="expected a number", range_text="expected > 0") = 1.0  # D lr = G lr * factor
+    val_max_images: _at_least(0, " (0 = whole split)") = 0  # cap on validation images per epoch
+    num_workers_loader: _at_least(0) = 0     # DataLoader worker processes per training worker
+    seed: integer(text="expected an integer") = 0
+    # a checkpoint whose weights, EMA and optimizer state start this run (its schedule and counters start afresh):
+    # a search's refit phase
+    init_from: string() = ""
 
 
-def _merge_section(name: str, given: Any, defaults: dict[str, Any], allow_none: bool = False) -> dict[str, Any]:
-    given = {} if given is None else given
-    expect(isinstance(given, dict), f"{name}: expected a mapping, got {given!r}")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise UserError(f"{name}.{unknown[0]}: unknown key{did_you_mean(unknown[0], defaults)}; valid keys: "
-                        f"{', '.join(sorted(defaults))}")
-    return {key: _check_type(f"{name}.{key}", given[key], default, allow_none) if key in given else default
-            for key, default in defaults.items()}
+class DataSection(Typed):
+    """The ``data`` section, shared by run configurations and search files: a store file, or what to simulate."""
+
+    path: string(none=True) = None           # an HDF5 store file (simulated on first use when missing)
+    preset: string(none=True) = "tiny"       # what to simulate into it
+    count: integer(16) = 512
+    seed: integer(0) = 0
+    non_lens: boolean() = False              # simulate non-lenses too (every 4th image; lens finding)
+
+    def resolved(self) -> "DataSection":
+        """An explicit ``path`` without an explicit ``preset``: a missing file is an error, not a cue to
+        simulate into it (``preset`` becomes None)."""
+        if self.path and "preset" not in self.model_fields_set:
+            return self.model_copy(update={"preset": None})
+        return self
+
+
+TRAIN_DEFAULTS: dict[str, Any] = TrainSection.defaults()
+DATA_DEFAULTS: dict[str, Any] = DataSection.defaults()
+
+
+def _choice(section: str, default: str):
+    """A choice section: ``{name: X, **params}`` (null or {}: the default; a bare name, except for ``model``,
+    is read as ``{name: X}``)."""
+
+    def check(value: Any) -> dict[str, Any]:
+        if value is None or value == {}:
+            return {"name": default}
+        if isinstance(value, str) and section != "model":
+            return {"name": value}
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            raise Invalid("expected a mapping with a 'name'")
+        return dict(value)
+
+    return checked(check, dict[str, Any])
+
+
+def _open(value: Any) -> dict[str, Any]:
+    """A section validated by its component (augment, loss, discriminator): passed on as given (null: {})."""
+    return {} if value is None else value
+
+
+class RunConfig(Typed):
+    """A whole run configuration (see the module docstring). ``model``, ``normalization``, ``optimizer`` and
+    ``scheduler`` are choice sections (``name`` plus the component's parameters) and ``augment``, ``loss``,
+    ``discriminator`` component sections: each is validated by its component's registry
+    (:func:`lensearch.training.validate.check_run_config`)."""
+
+    unknown_noun = "section"
+    valid_label = "valid sections"
+
+    data: DataSection = DataSection()
+    model: _choice("model", "rdn") = {"name": "rdn"}
+    discriminator: checked(_open, dict[str, Any]) = {}
+    normalization: _choice("normalization", "none") = {"name": "none"}
+    augment: checked(_open, dict[str, Any]) = {}
+    optimizer: _choice("optimizer", "adam") = {"name": "adam"}
+    scheduler: _choice("scheduler", "none") = {"name": "none"}  # the learning-rate schedule
+    loss: checked(_open, dict[str, Any]) = {}
+    train: TrainSection = TrainSection()
+
+
+SECTIONS = tuple(RunConfig.model_fields)
+
+
+def run_config(cfg: dict[str, Any] | None) -> RunConfig:
+    """``cfg`` validated as a :class:`RunConfig` (defaults filled; ``train`` and ``data`` checked here, the
+    component sections by their components)."""
+    cfg = copy.deepcopy(cfg or {})
+    expect(isinstance(cfg, dict), f"run configuration: expected a mapping, got {cfg!r}")
+    typed = parse(RunConfig, cfg)
+    return typed.model_copy(update={"data": typed.data.resolved()})
 
 
 def resolve_run_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    """Return a copy of ``cfg`` with defaults filled and the ``train``/``data`` sections validated."""
-    cfg = copy.deepcopy(cfg or {})
-    expect(isinstance(cfg, dict), f"run configuration: expected a mapping, got {cfg!r}")
-    unknown = sorted(set(cfg) - set(SECTIONS))
-    if unknown:
-        raise UserError(f"{unknown[0]}: unknown section{did_you_mean(unknown[0], SECTIONS)}; valid sections: "
-                        f"{', '.join(SECTIONS)}")
-    out = {s: cfg.get(s) for s in SECTIONS}
-    out["train"] = _merge_section("train", cfg.get("train"), TRAIN_DEFAULTS)
-    out["data"] = _merge_section("data", cfg.get("data"), DATA_DEFAULTS, allow_none=True)
-    if out["data"]["path"] and "preset" not in (cfg.get("data") or {}):
-        out["data"]["preset"] = None  # a missing explicit file is an error, not a cue to simulate into it
-    train = out["train"]
-    expect(train["epochs"] >= 1, f"train.epochs: expected >= 1, got {train['epochs']}")
-    expect(train["batch_size"] >= 1, f"train.batch_size: expected >= 1, got {train['batch_size']}")
-    expect(train["patch_size"] >= 0, f"train.patch_size: expected >= 0 (0 = whole images), got {train['patch_size']}")
-    expect(train["steps_per_epoch"] >= 0,
-           f"train.steps_per_epoch: expected >= 0 (0 = one pass over the data), got {train['steps_per_epoch']}")
-    expect(train["time_limit_s"] >= 0, f"train.time_limit_s: expected >= 0 (0 = none), got {train['time_limit_s']}")
-    expect(train["monitor"] in MONITORABLE,
-           f"train.monitor: expected one of {', '.join(MONITORABLE)}, got {train['monitor']!r}")
-    expect(train["amp"] in ("auto", "off", "bf16", "fp16"),
-           f"train.amp: expected auto, off, bf16 or fp16, got {train['amp']!r}")
-    expect(0.0 <= train["ema_decay"] < 1.0, f"train.ema_decay: expected in [0, 1), got {train['ema_decay']}")
-    model = out["model"] or {"name": "rdn"}
-    expect(isinstance(model, dict) and isinstance(model.get("name"), str),
-           f"model: expected a mapping with a 'name', got {model!r}")
-    out["model"] = model
-    for section in ("normalization", "optimizer", "scheduler"):
-        value = out[section]
-        if isinstance(value, str):
-            out[section] = {"name": value}
-    out["normalization"] = out["normalization"] or {"name": "none"}
-    out["optimizer"] = out["optimizer"] or {"name": "adam"}
-    out["scheduler"] = out["scheduler"] or {"name": "none"}
-    out["augment"] = out["augment"] or {}
-    out["loss"] = out["loss"] or {}
-    out["discriminator"] = out["discriminator"] or {}
-    return out
+    """Return a copy of ``cfg`` with defaults filled and the ``train``/``data`` sections validated (the plain
+    mapping of :func:`run_config`, which is what trials, checkpoints and MLflow carry)."""
+    return run_config(cfg).to_dict()
 
 
 def split_choice(section: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:

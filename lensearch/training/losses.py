@@ -181,19 +181,20 @@ class AdversarialLoss:
       D: mean of BCE(D_ra(real, fake), 1) and BCE(D_ra(fake, real), 0); G: the same with labels swapped.
     """
 
-    KINDS = ("vanilla", "ragan")
+    FORMULATIONS = ("vanilla", "ragan")  # the values of loss.adversarial
 
-    def __init__(self, kind: str = "ragan"):
-        if kind not in self.KINDS:
-            raise UserError(f"loss.adversarial: expected one of {', '.join(map(repr, self.KINDS))}, got {kind!r}")
-        self.kind = kind
+    def __init__(self, formulation: str = "ragan"):
+        if formulation not in self.FORMULATIONS:
+            raise UserError(f"loss.adversarial: expected one of {', '.join(map(repr, self.FORMULATIONS))}, "
+                            f"got {formulation!r}")
+        self.formulation = formulation
 
     @staticmethod
     def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
     def _relative(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.kind == "ragan":
+        if self.formulation == "ragan":
             return real - fake.mean(), fake - real.mean()
         return real, fake
 
@@ -202,7 +203,7 @@ class AdversarialLoss:
         return 0.5 * (self._bce(real, 1.0) + self._bce(fake, 0.0))
 
     def g_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        if self.kind == "vanilla":
+        if self.formulation == "vanilla":
             return self._bce(fake_logits, 1.0)
         real, fake = self._relative(real_logits, fake_logits)
         return 0.5 * (self._bce(real, 0.0) + self._bce(fake, 1.0))

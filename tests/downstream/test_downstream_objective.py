@@ -123,7 +123,7 @@ def test_search_with_the_downstream_objective_runs_end_to_end(ray_cluster, nl_h5
     AUC equals the independent computation on its best checkpoint (so both ranks' images were gathered)."""
     doc = {"name": "dsobj", "data": {"path": str(nl_h5)},
            "objective": [{"metric": "val_psnr", "mode": "max"}, {"metric": "val_downstream_auc", "mode": "max"}],
-           "budget": {"num_samples": 2, "max_epochs": 2}, "scheduler": {"name": "none"},
+           "budget": {"num_samples": 2, "max_epochs": 2}, "early_stopping": {"name": "none"},
            "searcher": {"name": "random", "seed": 0}, "resources": {"workers": 2},
            "downstream": {"task": "find", "epochs": EPOCHS},
            "space": {"model": {"choice": {"espcn": {"num_features": 8, "num_layers": {"int": [3, 4]}}}},

@@ -42,7 +42,7 @@ def tiny_search(ray_cluster, tiny_h5, tmp_path_factory):
     root = tmp_path_factory.mktemp("export_search")
     doc = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
     doc.update(name="exp", data={"path": str(tiny_h5)}, resources={"workers": 1},
-               budget={"num_samples": 2, "max_epochs": 1}, scheduler={"name": "none"})
+               budget={"num_samples": 2, "max_epochs": 1}, early_stopping={"name": "none"})
     path = root / "exp.yaml"
     path.write_text(yaml.safe_dump(doc))
     outcome = run_search(load_search(path), SearchOptions(store=root / "mlruns", root=root, quiet=True,

@@ -24,7 +24,7 @@ TINY_SPACE = {"model": {"choice": {"espcn": {"num_features": 8, "num_layers": {"
 
 def _search_file(tmp_path: Path, tiny_h5: Path, name: str, samples: int, epochs: int) -> Path:
     doc = {"name": name, "data": {"path": str(tiny_h5)}, "objective": {"metric": "val_psnr", "mode": "max"},
-           "budget": {"num_samples": samples, "max_epochs": epochs}, "scheduler": {"name": "none"},
+           "budget": {"num_samples": samples, "max_epochs": epochs}, "early_stopping": {"name": "none"},
            "searcher": {"name": "random", "seed": 0}, "resources": {"workers": 1}, "space": TINY_SPACE}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))

@@ -86,7 +86,7 @@ def test_a_timed_search_ends_with_a_refit_of_its_best_trials(ray_cluster, tiny_h
     spec = {
         "name": "refit", "data": {"path": str(tiny_h5)}, "objective": {"metric": "val_psnr", "mode": "max"},
         "budget": {"num_samples": 2, "max_epochs": 500, "time_budget_s": 40, "refit_share": 0.4},
-        "scheduler": {"name": "none"}, "searcher": {"name": "random", "seed": 0}, "resources": {"workers": 1},
+        "early_stopping": {"name": "none"}, "searcher": {"name": "random", "seed": 0}, "resources": {"workers": 1},
         "space": {"model": {"name": "espcn", "num_features": 8, "num_layers": 3},
                   "optimizer": {"name": "adam", "lr": {"logfloat": [1e-3, 3e-3]}},
                   "scheduler": {"name": "cosine"},

@@ -75,7 +75,7 @@ def test_smoke_search_ddp_asha_and_mlflow(ray_cluster, tiny_h5, tmp_path):
     assert len(outcome.rows) == 4
     states = [r.state for r in outcome.rows]
     frozen_row = next(r for r in outcome.rows if r.params["optimizer.adam.lr"] == 0.05)
-    first_rung = doc["scheduler"]["grace_period"]  # ASHA's first decision
+    first_rung = doc["early_stopping"]["grace_period"]  # ASHA's first decision
     assert frozen_row.state == f"stopped early at epoch {first_rung}", states
     assert not any(s.startswith("errored") for s in states), states
     # one trial at a time fits 2 CPUs, so trials 3 and 4 started after trial 2 was stopped mid-fit():
@@ -119,7 +119,7 @@ def test_smoke_search_ddp_asha_and_mlflow(ray_cluster, tiny_h5, tmp_path):
 def test_multi_objective_search_marks_a_pareto_front(ray_cluster, tiny_h5, tmp_path):
     path = _smoke_copy(tmp_path, tiny_h5, name="mo",
                        objective=[{"metric": "val_psnr", "mode": "max"}, {"metric": "params", "mode": "min"}],
-                       budget={"num_samples": 3, "max_epochs": 1}, scheduler={"name": "none"},
+                       budget={"num_samples": 3, "max_epochs": 1}, early_stopping={"name": "none"},
                        searcher={"name": "nsga2", "seed": 0}, resources={"workers": 1})
     outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path, quiet=True))
     assert len(outcome.rows) == 3 and all(r.state == "completed" for r in outcome.rows)
@@ -168,7 +168,7 @@ def test_train_cli_two_worker_ddp_reduces_metrics_over_all_ranks(ray_cluster, ti
 def test_interrupted_search_resumes_without_rerunning_or_relogging(ray_cluster, tiny_h5, tmp_path, monkeypatch,
                                                                    capsys):
     path = _smoke_copy(tmp_path, tiny_h5, name="resumable", budget={"num_samples": 3, "max_epochs": 2},
-                       scheduler={"name": "none"}, resources={"workers": 1})
+                       early_stopping={"name": "none"}, resources={"workers": 1})
     store = tmp_path / "mlruns"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "lensearch", "tune", str(path), "--store", str(store),
@@ -235,7 +235,7 @@ def test_a_diverging_trial_errors_alone_and_is_logged_with_its_reason(ray_cluste
              "train": {"batch_size": 16}}
     points = [{"model": "rdn", "optimizer": "sgd", "optimizer.sgd.lr": lr} for lr in (1e30, 1e-3)]
     path = _smoke_copy(tmp_path, tiny_h5, name="diverge", space=space, budget={"num_samples": 2, "max_epochs": 1},
-                       scheduler={"name": "none"}, resources={"workers": 1},
+                       early_stopping={"name": "none"}, resources={"workers": 1},
                        searcher={"name": "random", "seed": 0, "initial_points": points})
     monkeypatch.chdir(tmp_path)
     assert main(["tune", str(path), "--store", str(tmp_path / "mlruns")]) == 0  # progress lines on
@@ -261,7 +261,7 @@ def test_a_diverging_trial_errors_alone_and_is_logged_with_its_reason(ray_cluste
 def test_the_time_budget_cuts_running_trials_at_a_report_and_keeps_their_best(ray_cluster, tiny_h5, tmp_path):
     path = _smoke_copy(tmp_path, tiny_h5, name="timed", budget={"num_samples": 2, "max_epochs": 500,
                                                                 "time_budget_s": 20},
-                       scheduler={"name": "none"}, resources={"workers": 1})
+                       early_stopping={"name": "none"}, resources={"workers": 1})
     t0 = time.time()
     outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path, quiet=True))
     assert time.time() - t0 < 120
@@ -283,7 +283,7 @@ def test_sigterm_stops_a_search_like_ctrl_c(ray_cluster, tiny_h5, tmp_path):
     parent MLflow run is closed as KILLED, the resume hint is printed and the exit status is 130. It used to
     kill the driver on the spot, leaving MLflow runs RUNNING."""
     path = _smoke_copy(tmp_path, tiny_h5, name="terminated", budget={"num_samples": 3, "max_epochs": 2},
-                       scheduler={"name": "none"}, resources={"workers": 1})
+                       early_stopping={"name": "none"}, resources={"workers": 1})
     store = tmp_path / "mlruns"
     proc = subprocess.Popen([sys.executable, "-m", "lensearch", "tune", str(path), "--store", str(store),
                              "--address", "auto"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

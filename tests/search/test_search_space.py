@@ -79,7 +79,7 @@ def test_inactive_branches_never_appear_and_configs_materialize(tmp_path):
     ({"space": {"training": {}}}, "space.training: unknown section"),
     ({"space": {"train": {"choice": {"a": {}}}}}, "space.train: a choice is only allowed in"),
     ({"budget": {"num_samples": "ten"}, "space": {"model": {"name": "rdn"}}}, "budget.num_samples: expected an integer >= 1, got 'ten'"),
-    ({"scheduler": {"name": "pbt"}, "space": {"model": {"name": "rdn"}}}, "scheduler.name: expected one of asha"),
+    ({"early_stopping": {"name": "pbt"}, "space": {"model": {"name": "rdn"}}}, "early_stopping.name: expected one of asha"),
     ({"objective": {"metric": "val_fid"}, "space": {"model": {"name": "rdn"}}}, "objective.metric: expected one of"),
     ({"objective": [{"metric": "val_psnr"}, {"metric": "params", "mode": "min"}], "searcher": {"name": "cmaes"},
       "space": {"model": {"name": "rdn"}}}, "cmaes supports one objective only"),
@@ -217,12 +217,12 @@ def test_multi_objective_searches_run_without_early_stopping(tmp_path):
     from lensearch.search.samplers import make_scheduler
 
     said = []
-    multi = load_search(_write(tmp_path, {**MO, "scheduler": {"name": "asha"}}))
+    multi = load_search(_write(tmp_path, {**MO, "early_stopping": {"name": "asha"}}))
     assert type(make_scheduler(multi, 4, notice=said.append)) is FIFOScheduler
-    assert len(said) == 1 and "scheduler 'asha' ignored, no early stopping" in said[0] and "\n" not in said[0]
-    none = load_search(_write(tmp_path, {**MO, "scheduler": {"name": "none"}}))
+    assert len(said) == 1 and "early_stopping 'asha' ignored, no early stopping" in said[0] and "\n" not in said[0]
+    none = load_search(_write(tmp_path, {**MO, "early_stopping": {"name": "none"}}))
     assert type(make_scheduler(none, 4, notice=said.append)) is FIFOScheduler and len(said) == 1
-    single = load_search(_write(tmp_path, {**BASE, "scheduler": {"name": "asha"}}))
+    single = load_search(_write(tmp_path, {**BASE, "early_stopping": {"name": "asha"}}))
     assert isinstance(make_scheduler(single, 4, notice=said.append), ASHAScheduler) and len(said) == 1
 
 
@@ -269,3 +269,26 @@ def test_losses_are_refused_as_objectives_of_a_search(tmp_path, metric):
     one = load_search(_write(tmp_path, {**BASE, "objective": {"metric": metric, "mode": "min"},
                                         "budget": {"num_samples": 1}}))  # lensearch train: nothing to compare
     assert one.primary.metric == metric
+
+
+def test_early_stopping_keeps_its_old_top_level_name_with_one_deprecation_line(tmp_path, capsys):
+    """`early_stopping` (Ray Tune's trial scheduler) was `scheduler`, the name of the space's learning-rate
+    schedule too: the old spelling behaves the same, says so once naming the file, and both at once is refused."""
+    rule = {"name": "asha", "grace_period": 2, "reduction_factor": 3}
+    new = load_search(_write(tmp_path, {**BASE, "early_stopping": rule}))
+    assert capsys.readouterr().err == ""
+    path = _write(tmp_path, {**BASE, "scheduler": rule,
+                             "profiles": {"cpu": {"scheduler": {"name": "median"}}, "gpu": {"budget": {"num_samples": 2}}}})
+    old = load_search(path)
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(path) in err and "early_stopping" in err and "deprecated" in err, err
+    assert old.early_stopping == new.early_stopping and "scheduler" not in old.raw
+    assert old.with_profile("cpu").early_stopping["name"] == "median"
+    assert capsys.readouterr().err == ""  # applying a profile says nothing again
+    for doc, where in (({**BASE, "scheduler": rule, "early_stopping": rule}, "scheduler"),
+                       ({**BASE, "profiles": {"cpu": {"scheduler": rule, "early_stopping": rule}}},
+                        "profiles.cpu.scheduler")):
+        with pytest.raises(UserError) as caught:
+            load_search(_write(tmp_path, doc))
+        message = str(caught.value)
+        assert "\n" not in message and f"{where}: a deprecated spelling of early_stopping" in message, message
