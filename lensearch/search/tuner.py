@@ -165,6 +165,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
             search = parse_search({**search.raw, "name": name}, search.path)
 
     try:
+        if recorded is None:
+            _check_named_data(search, opts)
         handle = connect(opts.address)
     except BaseException:
         if running is not None:
@@ -403,6 +405,28 @@ def _train_values(search: SearchFile, fixed_config: dict[str, Any] | None, key: 
     if isinstance(node, Dist):
         return list(node.args) if node.distribution == "categorical" else [node.args[0], node.args[1]]
     return []
+
+
+def _check_named_data(search: SearchFile, opts: SearchOptions) -> None:
+    """A data file the user named that does not exist, with no preset to simulate it (``--data``, or ``data.path``
+    under every profile the file could run with): said before Ray starts, not after."""
+    from lensearch.training.runner import prepare_data
+
+    if opts.data is not None:
+        candidates = [{"path": str(opts.data), "preset": None}]
+    else:
+        candidates = [search.with_profile(p).data for p in [None, *search.profiles]]
+    named = [d for d in candidates if d.get("path") and not d.get("preset")]
+    if not named or len(named) < len(candidates):
+        return  # some profile simulates its data, or names none: the profile choice decides
+    for data in named:
+        path = Path(data["path"])
+        if (path if path.is_absolute() else opts.root / path).exists():
+            return
+    try:
+        prepare_data(named[0], opts.root, progress=False)
+    except UserError as err:
+        raise UserError(f"{search.path}: {err}") from None
 
 
 def _check_patch_sizes(search: SearchFile, fixed_config: dict[str, Any] | None, data_path: str) -> None:
