@@ -81,13 +81,17 @@ def stamp_figures(folder: Path, label: str) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------ commands
-def lensearch(*args: str, cwd: Path, capture_json: bool = False) -> dict[str, Any] | None:
+def lensearch(*args: str, cwd: Path, capture_json: bool = False, allow_fail: bool = False) -> dict[str, Any] | None:
     """Run ``python -m lensearch ARGS`` as a user would; its progress goes to our stderr. With ``capture_json``
-    the last stdout line is parsed as the command's --json outcome."""
+    the last stdout line is parsed as the command's --json outcome. A failure stops the study, unless
+    ``allow_fail`` (then None; an interrupted command, exit 130, always stops it)."""
     cmd = [sys.executable, "-m", "lensearch", *args]
     log("$ lensearch " + " ".join(args))
     out = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE if capture_json else None, text=True)
-    if out.returncode not in (0,):
+    if out.returncode != 0:
+        if allow_fail and out.returncode != 130:
+            log(f"lensearch {args[0]} failed with exit status {out.returncode}; going on without it")
+            return None
         raise SystemExit(f"[study] lensearch {args[0]} failed with exit status {out.returncode}")
     if capture_json:
         lines = [ln for ln in out.stdout.splitlines() if ln.strip().startswith("{")]
@@ -115,14 +119,16 @@ def quick_data(work: Path, preset: str, count: int, non_lens: bool = False) -> P
     return path
 
 
-def tune(yaml_path: Path, ctx: "Context", data: Path | None = None) -> dict[str, Any]:
+def tune(yaml_path: Path, ctx: "Context", data: Path | None = None, allow_fail: bool = False) -> dict[str, Any] | None:
     args = ["tune", str(yaml_path), "--profile", ctx.scale, "--store", str(ctx.store), "--json"]
     if ctx.quick:
         args += ["--data", str(data), "--time-budget", str(QUICK["time_budget"]), "--num-samples",
                  str(QUICK["num_samples"]), "--max-epochs", str(QUICK["max_epochs"])]
     elif data is not None:
         args += ["--data", str(data)]
-    outcome = lensearch(*args, cwd=ctx.work, capture_json=True)
+    outcome = lensearch(*args, cwd=ctx.work, capture_json=True, allow_fail=allow_fail)
+    if outcome is None:
+        return None
     log(f"search {outcome['name']}: {outcome['summary'].get('trials')} trials in {outcome['search_dir']}")
     return outcome
 
@@ -212,7 +218,7 @@ class Context:
         info = open_h5(data)
         return {"question": self.question, "scale": self.scale, "quick": self.quick, "hardware": self.label,
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": self.command,
-                "data_label": f"{data.name}: preset {info.preset}, {info.n} images "
+                "data_label": f"{data.name}: preset {info.attrs.get('preset', '?')}, {info.n} images "
                               f"({', '.join(f'{k} {v}' for k, v in info.splits.items())}), HR "
                               f"{'x'.join(map(str, info.hr_shape[-2:]))} px, scale {info.scale}x"}
 
@@ -260,7 +266,13 @@ def run_architectures(ctx: Context, only: list[str] | None) -> dict[str, Any]:
         files = [f"{f}.yaml" for f in QUICK["families"]]
     data = quick_data(ctx.work, "model_i", QUICK["count"]) if ctx.quick else data_path(ctx.yaml(files[0]), ctx.scale,
                                                                                          ctx.work)
-    outcomes = [tune(ctx.yaml(f), ctx, data if ctx.quick else None) for f in files]
+    # a family whose search fails (every trial errored) is left out and named, the others still compare
+    outcomes, failed = [], []
+    for f in files:
+        o = tune(ctx.yaml(f), ctx, data if ctx.quick else None, allow_fail=True)
+        (outcomes.append(o) if o is not None else failed.append(f.removesuffix(".yaml")))
+    if not outcomes:
+        raise SystemExit("[study] architectures: every search failed")
     rep = report(outcomes, ctx, data)
     models, info = {}, {}
     for s in collect_searches(outcomes, ctx):
@@ -303,7 +315,8 @@ def run_architectures(ctx: Context, only: list[str] | None) -> dict[str, Any]:
                              "gap closed", "SSIM (Gaussian 11/1.5)", "SSIM (skimage 7x7)"], "rows": rows},
                    {"title": "Against the published DeepLense numbers", "head": pub["head"], "rows": pub["table"]}],
         "findings": summ["findings"],
-        "notes": pub["notes"],
+        "notes": pub["notes"] + ([f"Searches that failed (no scored trial) and are missing from the table: "
+                                  f"{', '.join(failed)}."] if failed else []),
         "figures": [{"path": _rel(ctx, fig), "caption": "gain over bicubic of each family's best model (test split, "
                                                          "95 % bootstrap CI)"}],
         "report": "report", "summary": summ, "published": pub,
@@ -326,6 +339,9 @@ def run_effects(ctx: Context) -> dict[str, Any]:
     rep = report([outcome], ctx, data)
     (s,) = collect_searches([outcome], ctx)
     scored = [t for t in s.trials if t.checkpoint is not None and t.best]
+    full = [t for t in scored if t.state.startswith(("completed", "hit its time limit"))]
+    which = "that used their full budget" if len(full) >= 5 else "with a score (cut ones at their best epoch)"
+    scored = full if len(full) >= 5 else scored  # as the report: equal budgets when there are enough of them
     models = {t.trial_id: load_sr(t.checkpoint) for t in scored}
     log(f"scoring the kept checkpoints of {len(models)} trials on the test split of {data.name}")
     per_image = score_test(models, data)
@@ -368,7 +384,8 @@ def run_effects(ctx: Context) -> dict[str, Any]:
                      + studies.importance_findings(imp)
                      + [f"Trial end states: {', '.join(f'{n} {k}' for k, n in states.items())}; trials that errored "
                         f"have no score and are not in the effects."]),
-        "notes": ["Effects are read on the test split: each trial's kept checkpoint (best.pt, chosen by its "
+        "notes": [f"{len(scored)} of {len(s.trials)} trials are in the effects: those {which}.",
+                  "Effects are read on the test split: each trial's kept checkpoint (best.pt, chosen by its "
                   "train.monitor) scored on the held-out test images, as gain over bicubic on the same images. "
                   "Intervals are 95 % percentile bootstraps over trials; the report's fANOVA / PED-ANOVA "
                   "importances are on the validation objective.",
@@ -541,6 +558,8 @@ def _effects_figure(tables, path, title):
 
 
 def _efficiency_figure(arms, budget, path):
+    import warnings
+
     import numpy as np
 
     plt = _plt()
@@ -554,7 +573,9 @@ def _efficiency_figure(arms, budget, path):
             vals = [studies.value_at(c, t) for t in grid]
             curves.append(vals)
             ax.plot(grid, vals, color=color, lw=0.7, alpha=0.5)
-        mean = np.nanmean(np.asarray(curves, float), axis=0) if curves else []
+        with warnings.catch_warnings():  # before a seed's first report its curve is NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(np.asarray(curves, float), axis=0) if curves else []
         ax.plot(grid, mean, color=color, lw=2, label=arm)
     ax.set_xlabel("search wall time (s)")
     ax.set_ylabel("best val_psnr so far (dB)")

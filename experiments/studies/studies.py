@@ -263,20 +263,23 @@ def effect_tables(points: list[tuple[dict[str, Any], float]], metric_label: str,
     CI and its difference from the best value (CI of the difference); numeric parameters get their Spearman rank
     correlation with the outcome. ``points`` are ``(params, value)``; ``params`` restricts and orders the names."""
     names = sorted({k for p, _ in points for k in p}) if params is None else list(params)
-    tables, findings = [], []
+    tables, ranked = [], []   # ranked: (effect size, sentences); the largest effect's sentence comes first
     for name in names:
         vals = [(p[name], y) for p, y in points if name in p and y is not None and math.isfinite(y)]
         distinct = {_label(v) for v, _ in vals}
         if len(distinct) < 2:
             continue
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in vals)
-        if numeric and len(distinct) > 6:
+        # a searched range (values rarely repeat) is numeric; a few repeated values (patch sizes) are categories
+        if numeric and (len(distinct) > 6 or len(distinct) == len(vals)):
             x = np.asarray([float(v) for v, _ in vals])
             y = np.asarray([y for _, y in vals])
             rho = _spearman(x, y)
             tables.append({"param": name, "kind": "numeric", "n": len(vals), "spearman": rho})
-            findings.append(f"{name}: Spearman rank correlation with {metric_label} {rho:+.2f} over {len(vals)} "
-                            f"trials" + (" (strong)" if abs(rho) >= 0.5 else " (weak)" if abs(rho) < 0.3 else "") + ".")
+            ranked.append((-1.0 + (abs(rho) if math.isfinite(rho) else 0.0) / 10,  # after the categorical ones
+                           [f"{name}: Spearman rank correlation with {metric_label} {rho:+.2f} over {len(vals)} "
+                            f"trials" + (" (strong)" if abs(rho) >= 0.5 else " (weak)" if abs(rho) < 0.3 else "")
+                            + "."]))
             continue
         groups: dict[str, list[float]] = {}
         for v, y in sorted(vals, key=lambda vy: (str(type(vy[0])), vy[0])):
@@ -290,19 +293,24 @@ def effect_tables(points: list[tuple[dict[str, Any], float]], metric_label: str,
             rows.append({"value": k, "n": len(groups[k]), "mean": m, "lo": lo, "hi": hi, "diff_from_best": d[0],
                          "diff_lo": d[1], "diff_hi": d[2]})
         tables.append({"param": name, "kind": "categorical", "rows": rows})
+        tables[-1]["spread"] = abs(rows[0]["mean"] - rows[-1]["mean"])
+        sentences = []
         if len(order) >= 2 and len(groups[order[0]]) >= 2 and len(groups[order[1]]) >= 2:
             r2 = rows[1]
             sep = math.isfinite(r2["diff_lo"]) and (r2["diff_lo"] > 0 or r2["diff_hi"] < 0)
-            findings.append(
+            sentences.append(
                 f"{name}: {best} ({rows[0]['mean']:.3f}, n={rows[0]['n']}) "
                 + ("beats" if sep else "is not distinguishable from") + f" the runner-up {r2['value']} "
                 f"({r2['mean']:.3f}, n={r2['n']}) on {metric_label}: difference "
                 f"{fmt_ci(r2['diff_from_best'], r2['diff_lo'], r2['diff_hi'], digits=3)}.")
             last = rows[-1]
             if len(order) > 2 and last["n"] >= 2 and math.isfinite(last["diff_lo"]) and last["diff_lo"] > 0:
-                findings.append(f"{name}: the worst value, {last['value']}, is {last['diff_from_best']:.3f} below "
-                                f"{best} [95 % CI {last['diff_lo']:.3f}, {last['diff_hi']:.3f}].")
-    return {"tables": tables, "findings": findings}
+                sentences.append(f"{name}: the worst value, {last['value']}, is {last['diff_from_best']:.3f} below "
+                                 f"{best} [95 % CI {last['diff_lo']:.3f}, {last['diff_hi']:.3f}].")
+        if sentences:
+            ranked.append((tables[-1]["spread"], sentences))
+    ranked.sort(key=lambda r: -r[0])
+    return {"tables": tables, "findings": [f for _, fs in ranked for f in fs]}
 
 
 def importance_findings(importance: dict[str, Any], top: int = 3) -> list[str]:
@@ -479,13 +487,14 @@ def downstream_summary(results: dict[str, Any]) -> dict[str, Any]:
                     + (f"; SR closes {100 * share:.0f} % of the bicubic -> HR difference" if math.isfinite(share)
                        else "; bicubic already equals HR here") + ("." if not _overlap(s, bic) else
                                                                    "; the SR and bicubic intervals overlap."))
-        if lrt and bic and lrt.get("value") is not None:
+        if lrt and bic and lrt.get("value") is not None and bic.get("value") is not None:
             better = (lrt["value"] > bic["value"]) == higher
             findings.append(f"{task}: a network trained on bicubically upsampled LR images scores {_v(lrt)}, "
                             + ("better" if better else "not better") + f" than the HR-trained network on bicubic "
                             f"images ({_v(bic)})" + (f" and than SR ({', '.join(_v(s) for s in srs.values())})"
-                                                      if srs and all(((lrt['value'] > s['value']) == higher)
-                                                                     for s in srs.values() if s.get('value') is not None)
+                                                      if any(s.get('value') is not None for s in srs.values())
+                                                      and all(((lrt['value'] > s['value']) == higher)
+                                                              for s in srs.values() if s.get('value') is not None)
                                                       else "") + ".")
     return {"rows": rows, "findings": findings}
 

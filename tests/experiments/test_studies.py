@@ -131,6 +131,7 @@ def test_effect_tables_find_a_real_effect_and_a_tie():
     assert norm["rows"][-1]["diff_lo"] > 1.5  # log is clearly worse
     assert tabs["optimizer.adam.lr"]["kind"] == "numeric" and tabs["optimizer.adam.lr"]["spearman"] > 0.2
     text = "\n".join(out["findings"])
+    assert out["findings"][0].startswith("normalization: ")  # the largest effect first
     assert "normalization: the worst value, log" in text
     assert "is not distinguishable from the runner-up" in text  # none vs asinh (equal means)
     assert studies.importance_findings({"fANOVA": {"normalization": 0.8, "augment.flips": 0.2},
