@@ -373,15 +373,25 @@ def run_effects(ctx: Context) -> dict[str, Any]:
     imp = (rep["searches"][0].get("importance") or {}) if rep.get("searches") else {}
     fig = _fig(ctx, f"{ctx.question}_effects.png")
     _effects_figure([t for t in test_eff["tables"] if t["kind"] == "categorical"], fig, ctx.question)
-    best = max(test_points, key=lambda p: p[1]) if test_points else None
+    best = max(scored, key=lambda t: sum(per_image[t.trial_id]["psnr"])) if scored else None
+    best_line = ""
+    if best is not None:
+        gain = studies.paired_diff_ci(per_image[best.trial_id]["psnr"], per_image["bicubic"]["psnr"])
+        best_line = (f" Best trial ({best.trial_id}): {studies.fmt_ci(*gain, unit=' dB')} over bicubic on the "
+                     f"test split")
+        if "noise_ceiling" in per_image:
+            gap = studies.gap_closed_ci(per_image[best.trial_id]["psnr"], per_image["bicubic"]["psnr"],
+                                        per_image["noise_ceiling"]["psnr"])
+            best_line += f", {studies.fmt_ci(*gap, pct=True)} of the noise-ceiling gap closed"
+        best_line += "."
     res = ctx.base(data)
     res.update({
         "headline": (f"{len(scored)} trials (random search, equal budget each); "
                      + (test_eff["findings"][0] if test_eff["findings"] else "no effect could be estimated")
-                     + (f" Best trial {best[1]:+.2f} dB over bicubic on test." if best else "")),
+                     + best_line),
         "tables": tables,
         "findings": (test_eff["findings"] + [f"(validation) {f}" for f in val_eff["findings"]]
-                     + studies.importance_findings(imp)
+                     + ([best_line.strip()] if best_line else []) + studies.importance_findings(imp)
                      + [f"Trial end states: {', '.join(f'{n} {k}' for k, n in states.items())}; trials that errored "
                         f"have no score and are not in the effects."]),
         "notes": [f"{len(scored)} of {len(s.trials)} trials are in the effects: those {which}.",
@@ -447,16 +457,28 @@ def run_search_efficiency(ctx: Context, seeds: list[int] | None) -> dict[str, An
     summ = studies.efficiency_summary(arms, budget)
     fig = _fig(ctx, "search_efficiency_curves.png")
     _efficiency_figure(arms, budget, fig)
+    ref = (rep.get("searches") or [{}])[0].get("reference") or {}
+    bic, ceil = ref.get("bicubic_val_psnr"), ref.get("noise_ceiling_val_psnr")
+
+    def gap(v):  # every arm validates on the same images of the same file: one bicubic and one ceiling
+        return (v - bic) / (ceil - bic) if bic is not None and ceil is not None and ceil > bic else float("nan")
+
     rows = [[r["arm"], r["seeds"], studies.fmt_ci(r["final_mean"], r["final_lo"], r["final_hi"], digits=3),
+             studies.fmt_ci(gap(r["final_mean"]), gap(r["final_lo"]), gap(r["final_hi"]), pct=True),
              _f(r["final_sd"], 3), _f(r["half_mean"], 3), _f(r["trials_mean"], 1), _f(r["reports_mean"], 1),
              ", ".join(f"{k}: {v:.3f}" for k, v in r["per_seed"].items())] for r in summ["rows"]]
+    if bic is not None:
+        summ["findings"].append(f"On these validation images bicubic scores {bic:.3f} dB"
+                                + (f" and the noise ceiling {ceil:.3f} dB; the gap-closed column is the share of that "
+                                   f"{ceil - bic:.2f} dB gap." if ceil is not None else "."))
     res = ctx.base(data)
     res.update({
         "headline": summ["findings"][0] if summ["findings"] else "no search reported",
         "tables": [{"title": f"Best val_psnr at equal compute ({budget:.0f} s per search, seeds {seeds})",
                     "note": "Each arm is the same problem and the same time budget; only scheduler and searcher "
                             "differ. Intervals: bootstrap over seeds (few seeds: read them as indicative).",
-                    "head": ["arm", "seeds", "final best (mean [95 % CI])", "sd over seeds", "best at half budget",
+                    "head": ["arm", "seeds", "final best (mean [95 % CI])", "gap closed", "sd over seeds",
+                             "best at half budget",
                              "trials per search", "reports per search", "per seed"], "rows": rows}],
         "findings": summ["findings"],
         "notes": ["Problem and recorder from experiments/benchmarks/bench_search.py (ASHA + TPE vs random search); "
