@@ -290,7 +290,9 @@ def run_architectures(ctx: Context, only: list[str] | None) -> dict[str, Any]:
     summ = studies.architecture_summary(per_image, info)
     ceiling = per_image.get("noise_ceiling", {}).get("psnr")
     ceil_mean = sum(ceiling) / len(ceiling) if ceiling else None
-    pub = studies.published_comparison(summ["rows"], ceil_mean)
+    from lensearch.data.store import open_h5
+
+    pub = studies.published_comparison(summ["rows"], ceil_mean, lr_mode=open_h5(data).attrs.get("lr_mode"))
     rows = [[r["model"], r.get("trials"), r.get("params"), _f(r.get("val_psnr")), _f(r["test_psnr"]),
              studies.fmt_ci(r["gain_db"], r["gain_lo"], r["gain_hi"]) if not r.get("reference") else _f(r["gain_db"]),
              studies.fmt_ci(r["gap_closed"], r["gap_lo"], r["gap_hi"], pct=True),

@@ -207,7 +207,7 @@ def architecture_summary(per_image: dict[str, dict[str, Sequence[float]]], info:
 
 
 def published_comparison(rows: list[dict[str, Any]], noise_ceiling_psnr: float | None,
-                         published: dict[str, Any] = PUBLISHED) -> dict[str, Any]:
+                         published: dict[str, Any] = PUBLISHED, lr_mode: str | None = None) -> dict[str, Any]:
     """Our bicubic and best model next to the published DeepLense numbers, in both SSIM conventions, with generated
     sentences on where the data differ."""
     ours = {r["model"]: r for r in rows}
@@ -240,16 +240,19 @@ def published_comparison(rows: list[dict[str, Any]], noise_ceiling_psnr: float |
         pub_gain = ((blo - hi), (bhi - lo))
         notes.append(f"Our best gain over bicubic is {g:.2f} dB against {pub_gain[0]:.1f}-{pub_gain[1]:.1f} dB "
                      f"published: " + ("larger" if g > pub_gain[1] else "smaller" if g < pub_gain[0] else "comparable")
-                     + ". Gains are comparable across data sets only as far as the noise allows: the published HR "
-                       "images are the targets themselves, ours are noisy HR images whose noise no model can predict.")
+                     + ". Gains compare across data sets only as far as the targets' noise allows: ours are noisy "
+                       "HR images whose noise no model can predict (the noise ceiling below); the published tables do "
+                       "not state a noise ceiling for their HR targets.")
     if noise_ceiling_psnr is not None and best:
         notes.append(f"Here the noisy HR caps PSNR at the noise ceiling ({noise_ceiling_psnr:.2f} dB); our best model "
                      f"is {noise_ceiling_psnr - best['test_psnr']:.2f} dB below it. The SSIM of both conventions "
                      f"differ by {abs((best.get('test_ssim_skimage') or float('nan')) - (best.get('test_ssim') or float('nan'))):.4f} "
                      f"on the same images, so an SSIM is compared with a published one only in the skimage column.")
-    notes.append("Data differences (why numbers differ besides the models): our LR images are simulated as the same "
-                 "sky seen by a coarser instrument with its own PSF and noise (lr_mode 'instrument'), not a "
-                 "down-sampled HR; the simulation's sources, subhalo populations and noise levels follow DeepLense "
+    how = {"instrument": "simulated as the same sky seen by a coarser instrument with its own PSF and noise "
+                         "(lr_mode 'instrument'), not a down-sampled HR",
+           "degrade": "the noise-free HR blurred, block-averaged and given noise (lr_mode 'degrade')"}.get(
+        lr_mode or "", f"made by lr_mode '{lr_mode}'" if lr_mode else "of unrecorded origin")
+    notes.append(f"Data differences (why numbers differ besides the models): our LR images are {how}; the simulation's sources, subhalo populations and noise levels follow DeepLense "
                  "Model I in kind but not draw by draw; the scaled-down runs use far fewer training images and "
                  "steps than the published models; and metrics here are on float images scaled by the reference HR's "
                  "range (the identity for the published [0, 1] images), never on uint8.")

@@ -112,7 +112,9 @@ def test_published_comparison_explains_the_data():
     assert pub["table"][0][1] == "40.1-41.6"
     notes = " ".join(pub["notes"])
     assert "published bicubic range (40.1-41.6 dB)" in notes and "noise ceiling (50.00 dB)" in notes
-    assert "skimage" in notes and "Data differences" in notes
+    assert "skimage" in notes and "Data differences" in notes and "of unrecorded origin" in notes
+    degrade = " ".join(studies.published_comparison(rows, 50.0, lr_mode="degrade")["notes"])
+    assert "lr_mode 'degrade'" in degrade
 
 
 def test_effect_tables_find_a_real_effect_and_a_tie():
