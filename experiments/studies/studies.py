@@ -277,9 +277,11 @@ def effect_tables(points: list[tuple[dict[str, Any], float]], metric_label: str,
         if numeric and (len(distinct) > 6 or len(distinct) == len(vals)):
             x = np.asarray([float(v) for v, _ in vals])
             y = np.asarray([y for _, y in vals])
-            rho = _spearman(x, y)
+            rho = _spearman(x, y) if len(vals) >= 5 else float("nan")  # a rank correlation of < 5 trials says nothing
             tables.append({"param": name, "kind": "numeric", "n": len(vals), "spearman": rho})
-            ranked.append((-1.0 + (abs(rho) if math.isfinite(rho) else 0.0) / 10,  # after the categorical ones
+            if not math.isfinite(rho):
+                continue
+            ranked.append((-1.0 + abs(rho) / 10,  # after the categorical ones
                            [f"{name}: Spearman rank correlation with {metric_label} {rho:+.2f} over {len(vals)} "
                             f"trials" + (" (strong)" if abs(rho) >= 0.5 else " (weak)" if abs(rho) < 0.3 else "")
                             + "."]))
