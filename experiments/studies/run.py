@@ -477,7 +477,7 @@ def run_search_efficiency(ctx: Context, seeds: list[int] | None) -> dict[str, An
     res.update({
         "headline": summ["findings"][0] if summ["findings"] else "no search reported",
         "tables": [{"title": f"Best val_psnr at equal compute ({budget:.0f} s per search, seeds {seeds})",
-                    "note": "Each arm is the same problem and the same time budget; only scheduler and searcher "
+                    "note": "Each arm is the same problem and the same time budget; only early stopping and searcher "
                             "differ. Intervals: bootstrap over seeds (few seeds: read them as indicative).",
                     "head": ["arm", "seeds", "final best (mean [95 % CI])", "gap closed", "sd over seeds",
                              "best at half budget",

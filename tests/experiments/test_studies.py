@@ -46,12 +46,12 @@ def test_architecture_files_differ_only_in_the_model():
     assert {d["objective"]["metric"] for d in docs.values()} == {"val_psnr"}
 
 
-def test_efficiency_arms_differ_only_in_scheduler_and_searcher():
+def test_efficiency_arms_differ_only_in_early_stopping_and_searcher():
     import yaml
 
     docs = [yaml.safe_load((STUDIES / "search_efficiency" / y).read_text())
             for y in studies.QUESTIONS["search_efficiency"].yamls]
-    strip = [{k: v for k, v in d.items() if k not in ("name", "scheduler", "searcher")} for d in docs]
+    strip = [{k: v for k, v in d.items() if k not in ("name", "early_stopping", "searcher")} for d in docs]
     assert all(s == strip[0] for s in strip)
 
 
