@@ -48,6 +48,7 @@ from lensearch.training.context import RayTrainContext, RunContext, set_threads
 from lensearch.training.ema import WarmEMA
 from lensearch.training.losses import build_generator_loss
 from lensearch.training.optim import build_schedules
+from lensearch.training.remote import checkpoint_location, localize_run, publish_checkpoint
 from lensearch.training.steps import STEPS, Amp
 
 SAMPLE_GRID = "samples.png"
@@ -133,6 +134,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     ``stats`` (train-split statistics for the normalization), ``scale``, ``in_channels``, ``threads``,
     ``measure_latency`` (report ``latency_ms`` too).
     """
+    run = localize_run(run)  # a run stored at a URI (or with remote data): node-local copies (training/remote.py)
     tcfg = config["train"]
     seed = int(tcfg["seed"])
     _seed_everything(seed + ctx.rank)
@@ -277,6 +279,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
             save_checkpoint(payload, ckpt_dir / "last.pt", best_path=ckpt_dir / "best.pt" if improved else None)
             if improved:
                 _save_sample_grid(evaluator, norm, val_set, ctx.device, run_dir / SAMPLE_GRID, run["scale"])
+            publish_checkpoint(run, improved, SAMPLE_GRID)  # to the run's stored folder, before the report
         metrics["epoch_time_s"] = time.perf_counter() - t0
         metrics["checkpoint_dir"] = str(ckpt_dir)
         _fault_point(run, epoch, ctx)
@@ -291,7 +294,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
 def _init_from(path: str, generator, step, ema, device) -> None:
     """Start from ``path``'s weights, weight average and optimizer state (Adam's moments), keeping this run's
     learning rates: the schedule built next starts from them (a warm restart), not from the old run's."""
-    state = load_checkpoint(Path(path), map_location=device)
+    state = load_checkpoint(checkpoint_location(path), map_location=device)
     if state is None:
         raise ValueError(f"train.init_from: {path} does not exist")
     generator.load_state_dict(state["model"])
