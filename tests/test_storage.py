@@ -103,3 +103,30 @@ def test_a_run_stored_in_the_bucket_resumes_from_its_stored_checkpoint_elsewhere
 
     last = load_checkpoint(storage.fetch(remote_dir + "/checkpoints/last.pt"))
     assert last["epoch"] == 2
+
+
+def test_export_reads_a_search_stored_in_the_bucket(s3, tiny_h5, tmp_path):
+    """``export_search(NAME, store=s3://...)``: the stored search (driver files, best.pt) and its data file come
+    from the bucket into the cache; the manifest names the stored search, checkpoint and data by URI."""
+    import json
+
+    from helpers import RDN, fake_search
+
+    from lensearch.export import export_search
+
+    data_uri = f"s3://{BUCKET}/data/tiny-export.h5"
+    storage.upload(tiny_h5, data_uri)
+    local = fake_search(tmp_path / "made", "ex", {"t1": ("rdn", RDN, "minmax", {"val_psnr": 30.0}),
+                                                  "t2": ("bicubic", {}, "minmax", {"val_psnr": 20.0})}, data_uri)
+    (local / "origin.json").write_text(json.dumps({"name": "ex", "store": "x", "tracking_uri": "unused",
+                                                   "data_path": data_uri}))
+    store = f"s3://{BUCKET}/exported"
+    storage.upload_tree(local, f"{store}/searches/{local.name}")
+    manifest = export_search("ex", tmp_path / "model", store=store, register=False, log=lambda _: None)
+    uri = f"{store}/searches/{local.name}"
+    assert manifest["source"]["trial_id"] == "t1" and manifest["source"]["search_dir"] == uri
+    assert manifest["source"]["checkpoint"] == f"{uri}/trials/t1/checkpoints/best.pt"
+    assert manifest["data"]["uri"] == data_uri and Path(manifest["data"]["path"]).is_relative_to(tmp_path / "cache")
+    assert (tmp_path / "model" / "export.json").is_file()
+    again = export_search(uri, tmp_path / "model2", register=False, log=lambda _: None)  # by its URI
+    assert again["source"]["checkpoint"] == manifest["source"]["checkpoint"]

@@ -219,7 +219,8 @@ class MLflowTracker(Callback):
         self.reload()
         exp_id = get_experiment_id(self.client, self.experiment, self.store)
         if self._state["parent"] is None:
-            tags = {"lensearch.kind": "search", "lensearch.search_dir": str(self.search_dir),
+            where = self.info.get("search_uri") or str(self.search_dir)  # a remote store: the search's URI
+            tags = {"lensearch.kind": "search", "lensearch.search_dir": where,
                     **{f"version.{k}": v for k, v in versions().items()}, **self.info.get("tags", {})}
             run = self.client.create_run(exp_id, run_name=self.info["name"], tags=tags)
             self._state["parent"] = run.info.run_id
@@ -317,13 +318,19 @@ class MLflowTracker(Callback):
             return
         self.client.set_tag(run_id, "state", state[:5000])
         self._state.setdefault("states", {})[trial_id] = state
-        trial_dir = self.info["trials_dir"] / trial_id
+        trial_dir = Path(self.info["trials_dir"]) / trial_id
+        stored = None
+        if self.info.get("trials_uri"):  # a remote store: the trial wrote there, from whichever node ran it
+            from lensearch.storage import download_tree, join
+
+            stored = join(self.info["trials_uri"], trial_id)
+            download_tree(stored, trial_dir, only=("checkpoints/best.pt", "samples.png"))
         samples = trial_dir / "samples.png"
         if samples.exists():
             self.client.log_artifact(run_id, str(samples))
         best = trial_dir / "checkpoints" / "best.pt"
         if best.exists():
-            self.client.set_tag(run_id, "checkpoint", str(best))
+            self.client.set_tag(run_id, "checkpoint", join(stored, "checkpoints", "best.pt") if stored else str(best))
             if self.info.get("log_checkpoints", True):
                 self.client.log_artifact(run_id, str(best), artifact_path="checkpoint")
         self.client.set_terminated(run_id, status=status)

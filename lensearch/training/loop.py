@@ -272,7 +272,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
                 "scheduler": schedule.state_dict() if schedule else None,
                 "model_name": model_name, "model_params": model_params, "kind": spec.kind,
                 "scale": run["scale"], "in_channels": run.get("in_channels", 1),
-                "normalization": norm.state(), "config": config, "metrics": metrics, "data_path": run["data_path"],
+                "normalization": norm.state(), "config": config, "metrics": metrics,
+                "data_path": run.get("data_uri") or run["data_path"],  # the file as the user named it (a URI too)
                 "steps": steps, "train_seconds": train_seconds, "run_seconds": run_seconds,
                 "rng": capture_rng_state(),
             }
