@@ -130,3 +130,38 @@ def test_export_reads_a_search_stored_in_the_bucket(s3, tiny_h5, tmp_path):
     assert (tmp_path / "model" / "export.json").is_file()
     again = export_search(uri, tmp_path / "model2", register=False, log=lambda _: None)  # by its URI
     assert again["source"]["checkpoint"] == manifest["source"]["checkpoint"]
+
+
+def test_a_remote_store_names_new_searches_and_finds_the_one_to_resume(s3, tmp_path):
+    """search/remote.py without Ray: a new search gets a stamp the bucket does not hold; --resume (latest of a
+    name, or the search's URI) downloads the driver's files into a fresh working copy (not the trials)."""
+    from lensearch.errors import UserError
+    from lensearch.search.remote import RemoteStore, store_of
+
+    store = f"s3://{BUCKET}/resumable"
+    remote = store_of(store, False)
+    assert isinstance(remote, RemoteStore) and remote.uri == store
+    assert store_of("mlruns", False) is None and store_of(None, "/some/dir") is None
+    new, resuming = remote.resolve_search_dir("cnn", False)
+    assert not resuming and new.name.startswith("cnn-") and new.is_relative_to(tmp_path / "cache")
+    with pytest.raises(UserError, match="no earlier search named 'cnn'"):
+        remote.resolve_search_dir("cnn", True)
+    new.mkdir(parents=True)
+    (new / "search.yaml").write_text("name: cnn\n")
+    (new / "trials" / "t1").mkdir(parents=True)
+    (new / "trials" / "t1" / "x.pt").write_bytes(b"1")
+    remote.push(new)
+    uri = remote.search_uri(new)
+    assert storage.list_names(uri) == ["search.yaml"]  # trials are the trials' to upload, not the driver's
+    again, _ = remote.resolve_search_dir("cnn", False)
+    assert again.name != new.name                       # the stamp is taken (in the bucket and here)
+    (new / "search.yaml").write_text("changed locally\n")
+    found, resuming = remote.resolve_search_dir("cnn", True)
+    assert resuming and found == new and (found / "search.yaml").read_text() == "name: cnn\n"
+    assert not (found / "trials").exists()
+    by_uri = store_of(None, uri)
+    assert by_uri.uri == store and by_uri.resolve_search_dir("cnn", uri) == (new, True)
+    with pytest.raises(UserError, match="belongs to the store"):
+        store_of(f"s3://{BUCKET}/elsewhere", uri)
+    with pytest.raises(UserError, match="no search directory"):
+        remote.resolve_search_dir("cnn", f"{store}/searches/cnn-19990101-000000")

@@ -452,6 +452,9 @@ def retry_message(trial, max_retries: int) -> str:
     last = trial.last_result or {}
     epoch = int(last.get("epoch", 0) or 0) + 1  # it died in the epoch after its last report
     ckpt = last.get("checkpoint_dir")
-    whence = "from checkpoint" if ckpt and (Path(ckpt) / "last.pt").exists() else "from the start"
+    from lensearch.storage import exists, is_uri, join
+
+    stored = ckpt and (exists(join(ckpt, "last.pt")) if is_uri(ckpt) else (Path(ckpt) / "last.pt").exists())
+    whence = "from checkpoint" if stored else "from the start"
     cause = death_cause(text) or f"failed ({error_line(text)})"
     return f"{cause} at epoch {epoch}; retry {trial.num_failures}/{max_retries} {whence}"

@@ -48,7 +48,7 @@ from lensearch.training.context import RayTrainContext, RunContext, set_threads
 from lensearch.training.ema import WarmEMA
 from lensearch.training.losses import build_generator_loss
 from lensearch.training.optim import build_schedules
-from lensearch.training.remote import checkpoint_location, localize_run, publish_checkpoint
+from lensearch.training.remote import checkpoint_location, localize_run, publish_checkpoint, stored_dir
 from lensearch.training.steps import STEPS, Amp
 
 SAMPLE_GRID = "samples.png"
@@ -204,7 +204,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         started -= float(state.get("run_seconds", 0.0))
         # Say again where we are: the report of the checkpointed epoch may have been lost in the interruption
         # (trackers skip epochs they already logged).
-        ctx.report({**state["metrics"], "checkpoint_dir": str(ckpt_dir)})
+        ctx.report({**state["metrics"], "checkpoint_dir": stored_dir(run, ckpt_dir)})
         if state["metrics"].get("time_limit_reached"):  # it had ended at its time limit: nothing more to do
             return state["metrics"]
 
@@ -282,7 +282,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
                 _save_sample_grid(evaluator, norm, val_set, ctx.device, run_dir / SAMPLE_GRID, run["scale"])
             publish_checkpoint(run, improved, SAMPLE_GRID)  # to the run's stored folder, before the report
         metrics["epoch_time_s"] = time.perf_counter() - t0
-        metrics["checkpoint_dir"] = str(ckpt_dir)
+        metrics["checkpoint_dir"] = stored_dir(run, ckpt_dir)  # where the driver finds it (a URI too)
         _fault_point(run, epoch, ctx)
         ctx.barrier()
         ctx.report(metrics)

@@ -83,6 +83,11 @@ def publish_checkpoint(run: dict[str, Any], improved: bool, sample_grid: str) ->
     publish(run, *names)
 
 
+def stored_dir(run: dict[str, Any], ckpt_dir: Path) -> str:
+    """The checkpoint folder as reported (``checkpoint_dir``): its URI for a stored run, else the local path."""
+    return storage.join(run["remote_dir"], CHECKPOINTS) if run.get("remote_dir") else str(ckpt_dir)
+
+
 def pull(run: dict[str, Any], *names: str) -> None:
     """Download the files ``names`` of the run's stored folder that exist into the run folder."""
     if not run.get("remote_dir"):
