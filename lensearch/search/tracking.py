@@ -100,7 +100,7 @@ def dataset_inputs(data_path: str | Path, digest: str) -> list:
 
     path = Path(data_path)
     return [DatasetInput(Dataset(name=f"{path.stem}/{split}", digest=digest, source_type="local",
-                                 source=json.dumps({"uri": str(path), "split": f"split/{split}"}),
+                                 source=json.dumps({"uri": str(data_path), "split": f"split/{split}"}),
                                  schema=json.dumps({"format": "lensearch HDF5", "arrays": ["lr", "hr"]})),
                          tags=[InputTag("mlflow.data.context", split)])
             for split in ("train", "val")]
@@ -259,10 +259,11 @@ class MLflowTracker(Callback):
     def _log_dataset(self, run_id: str) -> None:
         """Record the search's HDF5 file (digest computed once per search) as the run's train/val input."""
         data = self.info.get("params", {}).get("data")
-        if not data or not Path(data).is_file():
+        local = self.info.get("data_local") or data  # data in object storage: the driver's copy
+        if not data or not Path(local).is_file():
             return
         if self._state.get("data_digest") is None:
-            self._state["data_digest"] = quick_digest(Path(data))
+            self._state["data_digest"] = quick_digest(Path(local))
             self._save_state()
         self.client.log_inputs(run_id, datasets=dataset_inputs(data, self._state["data_digest"]))
 

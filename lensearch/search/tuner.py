@@ -613,6 +613,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         }
         if remote is not None:  # the tracker fetches each trial's best.pt and sample grid from the store
             info.update(trials_uri=setup["trials_uri"], search_uri=search_uri)
+        if "data_uri" in run_info:  # MLflow's dataset inputs name the URI, digested from the local copy
+            info["data_local"] = run_info["data_path"]
         tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=None if remote else store)
         max_retries = int(budget.get("max_retries", 1))
         tracker.info["max_retries"] = max_retries

@@ -83,15 +83,16 @@ def test_a_search_stored_in_s3_on_two_nodes_exports_from_the_bucket(tiny_h5, tmp
                 except OSError:
                     time.sleep(0.5)
             doc = {"name": "s3", "data": {"path": data_uri}, "objective": {"metric": "val_psnr", "mode": "max"},
-                   "budget": {"num_samples": 3, "max_epochs": 2}, "scheduler": {"name": "none"},
+                   "budget": {"num_samples": 2, "max_epochs": 2}, "scheduler": {"name": "none"},
                    "searcher": {"name": "random", "seed": 0}, "resources": {"workers": 1}, "space": SPACE}
             (tmp_path / "s3.yaml").write_text(yaml.safe_dump(doc))
+            # two trials of one CPU on two one-CPU nodes: they run at once, one on each node
             tune = _lensearch("tune", "s3.yaml", "--store", store, "--address", address, "--tracking-uri", uri,
-                              "--json", env=env, cwd=tmp_path, timeout=300)
+                              "--json", "--quiet", env=env, cwd=tmp_path, timeout=300)
             assert tune.returncode == 0, tune.stderr
             result = json.loads(tune.stdout.strip().splitlines()[-1])
             trials = result["trials"]
-            assert len(trials) == 3 and all(t["state"] == "completed" for t in trials), trials
+            assert len(trials) == 2 and all(t["state"] == "completed" for t in trials), trials
             search_uri = result["search_uri"]
             assert search_uri.startswith(f"{store}/searches/s3-")
 
@@ -121,6 +122,9 @@ def test_a_search_stored_in_s3_on_two_nodes_exports_from_the_bucket(tiny_h5, tmp
             for child in children:
                 assert [m.step for m in client.get_metric_history(child.info.run_id, "val_psnr")] == [1, 2]
                 assert child.data.tags["checkpoint"].startswith(f"{search_uri}/trials/")
+                inputs = client.get_run(child.info.run_id).inputs.dataset_inputs
+                sources = {json.loads(d.dataset.source)["uri"] for d in inputs}
+                assert sources == {data_uri}  # the data as named, digested from the driver's copy
 
             # export from the bucket alone: a fresh cache (another machine), the search named by its URI
             env_export = {**env, "LENSEARCH_CACHE": str(tmp_path / "export-cache")}
@@ -131,7 +135,8 @@ def test_a_search_stored_in_s3_on_two_nodes_exports_from_the_bucket(tiny_h5, tmp
             best = max(trials, key=lambda t: t["best"]["val_psnr"])
             assert manifest["source"]["trial_id"] == best["trial_id"]
             assert manifest["registered"]["version"] == 1
-            assert manifest["source"]["search_dir"] == search_uri and manifest["source"]["checkpoint"] == best["checkpoint"]
+            assert manifest["source"]["search_dir"] == search_uri
+            assert manifest["source"]["checkpoint"] == best["checkpoint"]
             assert manifest["data"]["uri"] == data_uri
         finally:
             nodes.stdin.close()
