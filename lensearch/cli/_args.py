@@ -47,3 +47,12 @@ class Parser(argparse.ArgumentParser):
         message = message.replace("argument ", "", 1) if message.startswith("argument ") else message
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+
+
+def location(text: str):
+    """A path, or a storage URI kept as text (``s3://bucket/prefix``: ``Path`` would fold its ``//``)."""
+    from pathlib import Path
+
+    from lensearch.storage import is_uri
+
+    return text if is_uri(text) else Path(text)

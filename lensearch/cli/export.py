@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lensearch.cli._args import positive_int
+from lensearch.cli._args import location, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -21,15 +21,17 @@ def register(subparsers: Any) -> None:
                     "validation images; a mismatch fails the export (exit 1). The folder is registered as a new "
                     "version in the MLflow Model Registry.")
     p.add_argument("search", metavar="SEARCH",
-                   help="a search directory, a search name (its latest run under STORE/searches) or an MLflow "
-                        "parent run id")
+                   help="a search directory, a search name (its latest run under STORE/searches), a search "
+                        "stored in object storage (s3://BUCKET/PREFIX/searches/NAME-STAMP) or an MLflow parent "
+                        "run id")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the export folder to write")
     p.add_argument("--metric", help="rank trials by this metric (default: the search's first objective)")
     p.add_argument("--mode", choices=["max", "min"], help="direction of --metric (default: known per metric)")
     p.add_argument("--trial", metavar="ID", help="export this trial (e.g. a point of a Pareto front)")
-    p.add_argument("--store", default="mlruns", type=Path, help="where searches live (default: ./mlruns)")
+    p.add_argument("--store", default="mlruns", type=location,
+                   help="where searches live (default: ./mlruns): a path or s3://BUCKET/PREFIX")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sqlite database of the search's store)")
-    p.add_argument("--data", type=Path, metavar="FILE.h5",
+    p.add_argument("--data", type=location, metavar="FILE.h5",
                    help="the HDF5 file the trial was trained on, if it moved (default: the checkpoint's)")
     p.add_argument("--registered-name", help="MLflow registered model name (default: lensearch-<search name>)")
     p.add_argument("--no-register", action="store_true", help="do not log or register anything in MLflow")

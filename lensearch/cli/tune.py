@@ -11,16 +11,18 @@ import json
 import sys
 from pathlib import Path
 
-from lensearch.cli._args import non_negative_int, positive_float, positive_int
+from lensearch.cli._args import location, non_negative_int, positive_float, positive_int
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join an existing Ray cluster, e.g. 'auto' for the one running on this "
                                      "machine or HOST:6379 (default: start a local one)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite database under STORE)")
-    p.add_argument("--store", type=Path,
+    p.add_argument("--store", type=location,
                    help="where searches, checkpoints and the default MLflow database live (default: ./mlruns; "
-                        "with --resume: the store the search started in)")
+                        "with --resume: the store the search started in): a path (shared by every node on a "
+                        "cluster) or object storage, s3://BUCKET/PREFIX (endpoint and credentials from the AWS "
+                        "settings, e.g. AWS_ENDPOINT_URL; needs --tracking-uri)")
     p.add_argument("--workers", type=positive_int, help="Ray Train workers per trial (DDP when > 1)")
     gpu = p.add_mutually_exclusive_group()
     gpu.add_argument("--gpu", dest="gpu", action="store_const", const="on", help="train on GPU (NCCL)")
@@ -52,9 +54,10 @@ def register(sub) -> None:
                         "lost node) is restarted up to N times from its last checkpoint")
     p.add_argument("--profile", help="apply this profile of the file (default: 'gpu' when the Ray cluster has a "
                                      "GPU, else 'cpu', where the file has them)")
-    p.add_argument("--data", type=Path, metavar="FILE.h5",
+    p.add_argument("--data", type=location, metavar="FILE.h5",
                    help="search on this HDF5 file (e.g. from `lensearch data import-deeplense`) instead of the "
-                        "file's data section")
+                        "file's data section (a path or a URI such as s3://BUCKET/FILE.h5, fetched once per "
+                        "node)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="SEARCH_DIR",
                    help="continue an interrupted search (the latest one of this name, or SEARCH_DIR) with the "
                         "search file, budget, data, store and tracking URI it started with: finished trials are "
@@ -90,6 +93,7 @@ def _finish(outcome, args) -> int:
 
     if args.json:
         print(json.dumps({"name": outcome.name, "search_dir": str(outcome.search_dir),
+                          "search_uri": outcome.search_uri,
                           "parent_run_id": outcome.parent_run_id, "tracking_uri": outcome.tracking_uri,
                           "summary": summary_metrics(outcome),
                           "trials": [vars(r) for r in outcome.rows]}, default=str))
@@ -107,12 +111,15 @@ def run_tune(args) -> int:
     from lensearch.search.tuner import run_search
 
     # (numbers were range-checked by their argparse types: see lensearch/cli/_args.py)
-    expect(args.data is None or args.data.is_file(), f"--data {args.data}: no such file")
+    from lensearch.storage import is_uri, local_copy
+
+    remote_data = is_uri(args.data)
+    expect(args.data is None or remote_data or args.data.is_file(), f"--data {args.data}: no such file")
     if args.data is not None:  # a file that is not a data file is one line now, not after Ray has started
         from lensearch.data.store import open_h5
 
         try:
-            open_h5(args.data)
+            open_h5(local_copy(args.data))
         except UserError as err:
             raise UserError(f"--data {err}") from None
     search = load_search(args.file)

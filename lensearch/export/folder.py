@@ -37,14 +37,30 @@ _CHECKPOINT_KEYS = ("epoch", "eval_model", "model_name", "model_params", "scale"
 
 
 def _data_path(ckpt: dict[str, Any], override: str | os.PathLike | None) -> Path:
+    from lensearch.storage import fetch, is_uri
+
     if override is not None:
-        return Path(override).resolve()
+        return fetch(override, "data") if is_uri(override) else Path(override).resolve()
     candidates = [ckpt.get("data_path"), (ckpt.get("config") or {}).get("data", {}).get("path")]
     for c in candidates:
+        if c and is_uri(c):  # the data in object storage: this machine's cached copy
+            return fetch(c, "data")
         if c and Path(c).is_file():
             return Path(c).resolve()
     raise UserError(f"the trial's data file ({next((c for c in candidates if c), 'unknown')}) is missing; "
                     f"pass --data FILE.h5 (the HDF5 file it was trained on)")
+
+
+def _data_uri(ckpt: dict[str, Any], override: str | os.PathLike | None) -> str | None:
+    """The URI the data file was read from, when it is in object storage."""
+    from lensearch.storage import is_uri
+
+    for c in (override, ckpt.get("data_path"), (ckpt.get("config") or {}).get("data", {}).get("path")):
+        if c and is_uri(str(c)):
+            return str(c)
+        if c and (override is not None or Path(c).is_file()):
+            return None
+    return None
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -118,6 +134,9 @@ def export_search(search: str, out: str | os.PathLike, *, store: str | os.PathLi
     _check_out(out, overwrite)
     with staged_folder(out) as tmp:
         manifest = _manifest_head(ckpt, ref, selected, info)
+        uri = _data_uri(ckpt, data)
+        if uri is not None:  # the data in object storage (data.path: this machine's copy)
+            manifest["data"]["uri"] = uri
         files, traced = _write_model_files(tmp, model, ckpt, data_path, log)
         manifest.update(files)
         manifest["cost"] = measure_cost(model.net, traced, (1, ckpt["in_channels"], *info.lr_shape))
@@ -146,9 +165,9 @@ def _manifest_head(ckpt: dict[str, Any], ref: SearchRef, selected: SelectedTrial
         "model": {"name": spec.name, "kind": spec.kind, "summary": spec.summary, "params": ckpt["model_params"],
                   "scale": ckpt["scale"], "in_channels": ckpt["in_channels"], "min_side": graphs.MIN_SIDE,
                   "normalization": ckpt["normalization"]},
-        "source": {"search": ref.name, "search_dir": str(ref.dir), "objectives": ref.objectives,
+        "source": {"search": ref.name, "search_dir": ref.uri or str(ref.dir), "objectives": ref.objectives,
                    "trial_id": selected.trial_id, "selection": selected.reason,
-                   "checkpoint": str(selected.checkpoint),
+                   "checkpoint": ref.stored(selected.checkpoint),
                    "epoch": ckpt["epoch"], "trial_metrics": selected.metrics, "tracking_uri": ref.tracking_uri,
                    "parent_run_id": ref.parent_run_id, "run_id": selected.run_id},
         "data": {"path": str(info.path), "n": info.n, "hr_shape": list(info.hr_shape),

@@ -159,6 +159,8 @@ def collect_one(search: str, store: str | Path = "mlruns", tracking_uri: str | N
                 hist = client.get_metric_history(run.info.run_id, key)
                 history[key] = sorted((int(m.step), float(m.value)) for m in hist)
         ckpt = tags.get("checkpoint")
+        if ckpt and "://" in ckpt:  # stored in object storage: the local copy find_search made
+            ckpt = None
         path = Path(ckpt) if ckpt else best_checkpoint(ref.dir / TRIALS / trial_id)
         trial = TrialData(trial_id, run.info.run_id, tags.get("state", run.info.status.lower()), run.info.status,
                           {k: parse_param(v) for k, v in run.data.params.items()}, history,

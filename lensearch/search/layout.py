@@ -100,7 +100,7 @@ def hold_search_name(searches: Path, search: SearchFile, resuming: bool) -> IO[s
     return lock
 
 
-def write_origin(search_dir: Path, name: str, store: Path, tracking_uri: str, data_path: str) -> None:
+def write_origin(search_dir: Path, name: str, store: Path | str, tracking_uri: str, data_path: str) -> None:
     """Record where the search in ``search_dir`` logs and what it trains on (``origin.json``)."""
     (search_dir / ORIGIN).write_text(json.dumps({"name": name, "store": str(store), "tracking_uri": tracking_uri,
                                                  "data_path": data_path}, indent=1))
@@ -115,7 +115,10 @@ def resumed_origin(search_dir: Path, store: str | os.PathLike | None, tracking_u
     if not path.exists():  # a search from before origin.json: its store is the folder holding searches/
         return {"store": str(search_dir.parent.parent)} if search_dir.parent.name == SEARCHES else {}
     origin = json.loads(path.read_text())
-    if store is not None and absolute(store, root) != Path(origin["store"]):
+    from lensearch.storage import is_uri
+
+    given = None if store is None else (str(store).rstrip("/") if is_uri(str(store)) else str(absolute(store, root)))
+    if given is not None and given != str(origin["store"]).rstrip("/"):
         raise UserError(f"--store {store}: the search in {search_dir} belongs to the store {origin['store']}; "
                         f"leave --store out to continue it there")
     if tracking_uri and tracking_uri != origin["tracking_uri"]:
@@ -124,11 +127,12 @@ def resumed_origin(search_dir: Path, store: str | os.PathLike | None, tracking_u
     return origin
 
 
-def resume_command(search_dir: Path, address: str | None = None) -> str:
+def resume_command(search_dir: Path, address: str | None = None, search_uri: str | None = None) -> str:
     """The command line that continues the search in ``search_dir`` from any working directory: its own copy of
-    the search file and its directory (which records the store, tracking URI and data file)."""
+    the search file and its directory (which records the store, tracking URI and data file); with a remote
+    store, the search's URI (``search_dir`` is then the driver's working copy)."""
     search_dir = Path(search_dir).resolve()
-    words = ["lensearch", "tune", str(search_dir / SEARCH_FILE), "--resume", str(search_dir)]
+    words = ["lensearch", "tune", str(search_dir / SEARCH_FILE), "--resume", search_uri or str(search_dir)]
     if address:
         words += ["--address", address]
     return " ".join(shlex.quote(w) for w in words)

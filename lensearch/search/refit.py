@@ -70,12 +70,18 @@ def refit_config(ckpt: dict[str, Any], path: Path, seconds: float) -> dict[str, 
     return config
 
 
-def load_refit_config(trials_dir: Path, source: str, seconds: float) -> dict[str, Any]:
-    """:func:`refit_config` for trial ``source`` of a search (its ``best.pt``)."""
+def load_refit_config(trials_dir: Path | str, source: str, seconds: float) -> dict[str, Any]:
+    """:func:`refit_config` for trial ``source`` of a search (its ``best.pt``); ``trials_dir`` may be a URI (a
+    remote store: ``train.init_from`` is then the checkpoint's URI, fetched by whichever node trains)."""
+    from lensearch.storage import is_uri, join, local_copy
     from lensearch.training.checkpoint import load_checkpoint
 
-    path = best_checkpoint(Path(trials_dir) / source)
-    ckpt = load_checkpoint(path)
+    if is_uri(str(trials_dir)):
+        path = join(str(trials_dir), source, "checkpoints", "best.pt")
+        ckpt = load_checkpoint(local_copy(path))
+    else:
+        path = best_checkpoint(Path(trials_dir) / source)
+        ckpt = load_checkpoint(path)
     expect(ckpt is not None, f"refit: trial {source} has no checkpoint at {path}")
     return refit_config(ckpt, path, seconds)
 

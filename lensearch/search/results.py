@@ -47,6 +47,7 @@ class SearchOutcome:
     search_file: Path | None = None
     reference: dict[str, float] = field(default_factory=dict)  # bicubic and noise ceiling on the val split
     resume_command: str | None = None  # the command that continues this search (searches, not `train`)
+    search_uri: str | None = None      # where the search is stored when the store is a URI (search_dir: a copy)
 
     @property
     def finished(self) -> list[TrialRow]:

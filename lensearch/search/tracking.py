@@ -101,7 +101,7 @@ def dataset_inputs(data_path: str | Path, digest: str) -> list:
 
     path = Path(data_path)
     return [DatasetInput(Dataset(name=f"{path.stem}/{split}", digest=digest, source_type="local",
-                                 source=json.dumps({"uri": str(path), "split": f"split/{split}"}),
+                                 source=json.dumps({"uri": str(data_path), "split": f"split/{split}"}),
                                  schema=json.dumps({"format": "lensearch HDF5", "arrays": ["lr", "hr"]})),
                          tags=[InputTag("mlflow.data.context", split)])
             for split in ("train", "val")]
@@ -220,7 +220,8 @@ class MLflowTracker(Callback):
         self.reload()
         exp_id = get_experiment_id(self.client, self.experiment, self.store)
         if self._state["parent"] is None:
-            tags = {"lensearch.kind": "search", "lensearch.search_dir": str(self.search_dir),
+            where = self.info.get("search_uri") or str(self.search_dir)  # a remote store: the search's URI
+            tags = {"lensearch.kind": "search", "lensearch.search_dir": where,
                     **{f"version.{k}": v for k, v in versions().items()}, **self.info.get("tags", {})}
             run = self.client.create_run(exp_id, run_name=self.info["name"], tags=tags)
             self._state["parent"] = run.info.run_id
@@ -259,10 +260,11 @@ class MLflowTracker(Callback):
     def _log_dataset(self, run_id: str) -> None:
         """Record the search's HDF5 file (digest computed once per search) as the run's train/val input."""
         data = self.info.get("params", {}).get("data")
-        if not data or not Path(data).is_file():
+        local = self.info.get("data_local") or data  # data in object storage: the driver's copy
+        if not data or not Path(local).is_file():
             return
         if self._state.get("data_digest") is None:
-            self._state["data_digest"] = quick_digest(Path(data))
+            self._state["data_digest"] = quick_digest(Path(local))
             self._save_state()
         self.client.log_inputs(run_id, datasets=dataset_inputs(data, self._state["data_digest"]))
 
@@ -318,13 +320,19 @@ class MLflowTracker(Callback):
             return
         self.client.set_tag(run_id, "state", state[:5000])
         self._state.setdefault("states", {})[trial_id] = state
-        trial_dir = self.info["trials_dir"] / trial_id
+        trial_dir = Path(self.info["trials_dir"]) / trial_id
+        stored = None
+        if self.info.get("trials_uri"):  # a remote store: the trial wrote there, from whichever node ran it
+            from lensearch.storage import download_tree, join
+
+            stored = join(self.info["trials_uri"], trial_id)
+            download_tree(stored, trial_dir, only=("checkpoints/best.pt", "samples.png"))
         samples = trial_dir / "samples.png"
         if samples.exists():
             self.client.log_artifact(run_id, str(samples))
         best = best_checkpoint(trial_dir)
         if best.exists():
-            self.client.set_tag(run_id, "checkpoint", str(best))
+            self.client.set_tag(run_id, "checkpoint", join(stored, "checkpoints", "best.pt") if stored else str(best))
             if self.info.get("log_checkpoints", True):
                 self.client.log_artifact(run_id, str(best), artifact_path="checkpoint")
         self.client.set_terminated(run_id, status=status)
@@ -446,6 +454,9 @@ def retry_message(trial, max_retries: int) -> str:
     last = trial.last_result or {}
     epoch = int(last.get("epoch", 0) or 0) + 1  # it died in the epoch after its last report
     ckpt = last.get("checkpoint_dir")
-    whence = "from checkpoint" if ckpt and (Path(ckpt) / "last.pt").exists() else "from the start"
+    from lensearch.storage import exists, is_uri, join
+
+    stored = ckpt and (exists(join(ckpt, "last.pt")) if is_uri(ckpt) else (Path(ckpt) / "last.pt").exists())
+    whence = "from checkpoint" if stored else "from the start"
     cause = death_cause(text) or f"failed ({error_line(text)})"
     return f"{cause} at epoch {epoch}; retry {trial.num_failures}/{max_retries} {whence}"

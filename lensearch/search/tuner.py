@@ -41,8 +41,9 @@ def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
     from lensearch.training.runner import run_in_trial
 
     space = setup["space"]
+    trials_dir = setup.get("trials_uri") or Path(setup["trials_dir"])  # a URI with a remote store
     if REFIT_OF in params:  # the refit phase: continue a trial of the search (search/refit.py)
-        config = load_refit_config(Path(setup["trials_dir"]), params[REFIT_OF], setup["refit_s"])
+        config = load_refit_config(trials_dir, params[REFIT_OF], setup["refit_s"])
     else:
         config = space.materialize(params) if space is not None else dict(setup["config"])
         train = {"monitor": setup["monitor"]} if setup.get("monitor") else {}  # best.pt follows the objective
@@ -53,6 +54,13 @@ def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
     config = resolve_run_config(config)
     trial_id = tune.get_context().get_trial_id()
     run = {**setup["run"], "dir": str(Path(setup["trials_dir"]) / trial_id)}
+    if setup.get("trials_uri"):  # a remote store: a node-local folder, mirrored to the store (training/remote.py)
+        from lensearch.storage import join
+        from lensearch.training.remote import pull, scratch_dir
+
+        run["remote_dir"] = join(setup["trials_uri"], trial_id)
+        run["dir"] = str(scratch_dir(run["remote_dir"]))
+        pull(run, ".raised.pkl")
     # Tune restarts a failed trial (budget.max_retries) whatever the cause; only a process that died is worth
     # a retry. An error the trial raised itself (a non-finite loss, a bad configuration) would only happen
     # again: a restarted trial re-raises it at once instead of training again.
@@ -75,6 +83,9 @@ def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
                 blob = pickle.dumps(RuntimeError(f"{type(err).__name__}: {err}"))
             failed.parent.mkdir(parents=True, exist_ok=True)
             failed.write_bytes(blob)
+            from lensearch.training.remote import publish
+
+            publish(run, failed.name)  # a restart on another node re-raises it too
         raise
 
 
@@ -85,7 +96,8 @@ class SearchOptions:
     max_epochs: int | None = None
     address: str | None = None
     tracking_uri: str | None = None
-    store: Path | None = None            # None: ./mlruns under root (resuming: the store the search started in)
+    store: Path | str | None = None      # None: ./mlruns under root (resuming: the store the search started in);
+                                         # a URI (s3://bucket/prefix): object storage (search/remote.py)
     resume: bool | str = False           # True: latest search of this name; str: a search directory
     workers: int | None = None
     gpu: str | None = None               # auto | on | off
@@ -138,15 +150,27 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1"
     else:
         os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    store = absolute(opts.store or "mlruns", opts.root)
+    from lensearch.search.remote import StoreMirror, store_of
+    from lensearch.storage import carried_env, is_uri, join
+
+    # a URI store (s3://...): the driver works in a local copy of the search directory (search/remote.py)
+    remote = store_of(str(opts.store) if opts.store is not None else None, opts.resume)
+    store = remote.local if remote is not None else absolute(opts.store or "mlruns", opts.root)
     if opts.tracking_uri:
         check_tracking_uri(opts.tracking_uri)
-    search_dir, resuming = resolve_search_dir(search, store / SEARCHES, opts.resume)
+    search_dir, resuming = (remote.resolve_search_dir(search.name, opts.resume) if remote is not None
+                            else resolve_search_dir(search, store / SEARCHES, opts.resume))
+    search_uri = remote.search_uri(search_dir) if remote is not None else None
+    storage_path = search_uri or str(search_dir)  # where Ray Tune keeps its experiment state
     origin = resumed_origin(search_dir, opts.store, opts.tracking_uri, opts.root) if resuming else {}
-    expect(not resuming or tune.Tuner.can_restore(str(search_dir / TUNE)),
-           f"--resume: {search_dir} holds no restorable search state")  # said before Ray starts, not after
-    store = Path(origin.get("store") or store)
-    tracking_uri = origin.get("tracking_uri") or opts.tracking_uri or default_tracking_uri(store, create=False)
+    expect(not resuming or tune.Tuner.can_restore(join(storage_path, TUNE)),
+           f"--resume: {search_uri or search_dir} holds no restorable search state")  # before Ray starts
+    if remote is None:
+        store = Path(origin.get("store") or store)
+    tracking_uri = origin.get("tracking_uri") or opts.tracking_uri
+    expect(tracking_uri or remote is None, f"--store {remote.uri if remote else ''}: an object store holds no MLflow "
+           f"database; give --tracking-uri http://HOST:PORT (an MLflow tracking server, see docs/cluster.md)")
+    tracking_uri = tracking_uri or default_tracking_uri(store, create=False)
     if opts.address and opts.address != "auto":
         from lensearch.training.cluster import check_reachable
 
@@ -192,7 +216,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                 if value is not None:
                     budget[key] = value
             if opts.data is not None:
-                budget["data_path"] = str(Path(opts.data).resolve())
+                budget["data_path"] = str(opts.data) if is_uri(str(opts.data)) else str(Path(opts.data).resolve())
             bad = [o.metric for o in search.objectives if o.metric in INCOMPARABLE_METRICS]
             expect(not bad or budget["num_samples"] == 1 or fixed_config is not None,
                    f"{search.path}: objective: {bad[0] if bad else ''} cannot rank {budget['num_samples']} trials "
@@ -225,6 +249,13 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
             except UserError as err:
                 raise UserError(f"{search.path}: {err}") from None
             reference.update(aucs)
+            if remote is not None:  # trials on other nodes fetch it from the store
+                classifier = join(remote.uri, "classifiers", Path(run_info["downstream"]["path"]).name)
+                from lensearch.storage import exists, upload
+
+                if not exists(classifier):
+                    upload(run_info["downstream"]["path"], classifier)
+                run_info["downstream"] = {**run_info["downstream"], "path": classifier}
         resources = _resources(search, opts, cluster)
         concurrency = budget["max_concurrent"] or resources.max_concurrent(cluster)
         if fixed_config is None and recorded is None and not opts.quiet and not resources.use_gpu:
@@ -240,19 +271,24 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         record = search_dir / (RUN_FILE if fixed_config is not None else SEARCH_FILE)
         if not resuming:
             budget_file.write_text(json.dumps(budget))
-            write_origin(search_dir, search.name, store, tracking_uri, run_info["data_path"])
+            write_origin(search_dir, search.name, remote.uri if remote is not None else store, tracking_uri,
+                         run_info.get("data_uri") or run_info["data_path"])
             if fixed_config is not None:
                 record.write_text(yaml.safe_dump(fixed_config, sort_keys=False))
             else:
                 shutil.copyfile(search.path, record)
+        if remote is not None:
+            remote.push(search_dir)
         trials_dir = search_dir / TRIALS
         refit_s = refit_seconds(budget) if fixed_config is None and len(search.objectives) == 1 else 0.0
         setup = {"refit_s": refit_s, "space": None if fixed_config is not None else search.space, "config": fixed_config,
                  "max_epochs": max_epochs, "data": search.data, "trial_time_s": budget.get("trial_time_s"),
                  "run": {**run_info, "measure_latency": "latency_ms" in _metrics_named(search, fixed_config),
                          **_fault_injection(),
+                         **({"storage_env": carried_env()} if remote is not None or "data_uri" in run_info else {}),
                          "latency_cache": str(search_dir / LATENCY_CACHE)},
                  "trials_dir": str(trials_dir), "resources": resources,
+                 "trials_uri": remote.trials_uri(search_dir) if remote is not None else None,
                  "monitor": search.primary.metric if search.primary.metric in MONITORABLE else None}
         trainable = tune.with_resources(tune.with_parameters(trial_function, setup=setup),
                                         resources.trial_bundle())
@@ -265,26 +301,30 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                        "early_stopping": search.early_stopping["name"], "searcher": search.searcher["name"],
                        "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,
                        "use_gpu": bool(resources.use_gpu), "max_concurrent": concurrency,
-                       "data": run_info["data_path"],
+                       "data": run_info.get("data_uri") or run_info["data_path"],
                        # what decides the results besides the code: data file contents (versions are tags)
                        "data_sha256": file_digest(run_info["data_path"], store / "digests.json"),
                        "objective": ", ".join(f"{o.metric} {o.mode}" for o in search.objectives)},
             "artifacts": [record],
             "tags": {"lensearch.search_file": str(search.path)},
         }
-        tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=store)
+        if remote is not None:  # the tracker fetches each trial's best.pt and sample grid from the store
+            info.update(trials_uri=setup["trials_uri"], search_uri=search_uri)
+        if "data_uri" in run_info:  # MLflow's dataset inputs name the URI, digested from the local copy
+            info["data_local"] = run_info["data_path"]
+        tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=None if remote else store)
         max_retries = int(budget.get("max_retries", 1))
         tracker.info["max_retries"] = max_retries
-        callbacks = [tracker] + ([] if opts.quiet else [ProgressPrinter(primary.metric, max_epochs, max_retries)]) \
-            + opts.callbacks
+        callbacks = [tracker] + ([StoreMirror(remote, search_dir)] if remote is not None else []) \
+            + ([] if opts.quiet else [ProgressPrinter(primary.metric, max_epochs, max_retries)]) + opts.callbacks
         if not opts.quiet:
-            print(f"lensearch: search '{search.name}' -> {search_dir}\n"
+            print(f"lensearch: search '{search.name}' -> {search_uri or search_dir}\n"
                   f"lensearch: {budget['num_samples']} trials x <= {max_epochs} epochs, {resources.workers} "
                   f"worker(s)/trial ({resources.cpus_per_worker:g} CPU{' + GPU' if resources.use_gpu else ''}"
                   f" each), up to {concurrency} at once; MLflow: {tracking_uri}", file=sys.stderr, flush=True)
-        tune_dir = search_dir / TUNE  # Tune syncs this folder wholesale: our own files stay outside it
-        if resuming and tune.Tuner.can_restore(str(tune_dir)):
-            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
+        tune_dir = join(storage_path, TUNE)  # Tune syncs this folder wholesale: our own files stay outside it
+        if resuming and tune.Tuner.can_restore(tune_dir):
+            tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
         else:
             expect(not resuming, f"--resume: {search_dir} holds no restorable search state")
@@ -299,26 +339,37 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                     time_budget_s=(budget["time_budget_s"] - refit_s) if budget["time_budget_s"] else None)
             tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=tune.RunConfig(
                 # a copy: Tune appends its own loggers (open files) to the list, which a refit could not pickle
-                name=TUNE, storage_path=str(search_dir), callbacks=list(callbacks), verbose=0,
+                name=TUNE, storage_path=storage_path, callbacks=list(callbacks), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=max_retries)))
         grid, interrupted = _fit_noting_interrupt(tuner)
         tracker.reload()
+        _pull_trials(search_dir, search_uri)
         outcome = outcome_from_results(search, grid, search_dir, tracker, tracking_uri, max_epochs,
                                        time.time() - t0, interrupted, timed=bool(budget.get("time_budget_s")))
         outcome.reference = reference
+        outcome.search_uri = search_uri
         if refit_s and not outcome.interrupted:
             _refit(outcome, search, trainable, refit_s, concurrency, callbacks, tracker, max_epochs, t0,
                    quiet=opts.quiet)
         if fixed_config is None:
-            outcome.resume_command = resume_command(search_dir, opts.address)
+            outcome.resume_command = resume_command(search_dir, opts.address, search_uri)
         for row in outcome.rows:  # trials Tune cut at the time budget: it closes nothing for them
             if row.state.startswith("cut by"):
                 tracker.close_trial(row.trial_id, "FINISHED", row.state)
+        if search_uri is not None:  # the stored checkpoints, not the driver's copies
+            for row in outcome.rows:
+                if row.checkpoint:
+                    row.checkpoint = join(search_uri, TRIALS, row.trial_id, "checkpoints", "best.pt")
         tracker.finish_search(summary_metrics(outcome), leaderboard(outcome),
                               status="KILLED" if outcome.interrupted else "FINISHED")
         return outcome
     finally:
         handle.close()
+        if remote is not None and search_dir.is_dir():
+            try:
+                remote.push(search_dir)  # the driver's files as they ended
+            except Exception as err:
+                print(f"lensearch: could not upload {search_dir.name} to {remote.uri}: {err}", file=sys.stderr)
         if running is not None:
             running.close()  # releases the name
 
@@ -337,19 +388,23 @@ def _refit(outcome: SearchOutcome, search: SearchFile, trainable, seconds: float
     if not quiet:
         print(f"lensearch: refit: {', '.join(r.trial_id for r in chosen)} continue for {seconds:.0f}s with a "
               f"fresh annealed schedule (budget.refit_share)", file=sys.stderr, flush=True)
-    refit_dir = search_dir / REFIT
-    if tune.Tuner.can_restore(str(refit_dir)):
-        tuner = tune.Tuner.restore(str(refit_dir), trainable=trainable, resume_unfinished=True,
+    from lensearch.storage import join
+
+    storage_path = outcome.search_uri or str(search_dir)
+    refit_dir = join(storage_path, REFIT)
+    if tune.Tuner.can_restore(refit_dir):
+        tuner = tune.Tuner.restore(refit_dir, trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
     else:
         tuner = tune.Tuner(trainable, param_space={REFIT_OF: tune.grid_search([r.trial_id for r in chosen])},
                            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency,
                                                        time_budget_s=seconds + START_S),
-                           run_config=tune.RunConfig(name=REFIT, storage_path=str(search_dir),
+                           run_config=tune.RunConfig(name=REFIT, storage_path=storage_path,
                                                      callbacks=list(callbacks), verbose=0,
                                                      failure_config=tune.FailureConfig(max_failures=0)))
     grid, interrupted = _fit_noting_interrupt(tuner)
     tracker.reload()
+    _pull_trials(search_dir, outcome.search_uri)
     refits = outcome_from_results(search, grid, search_dir, tracker, outcome.tracking_uri, max_epochs, 0.0,
                                   interrupted, timed=True)
     params = {r.trial_id: r.params for r in outcome.rows}
@@ -362,6 +417,15 @@ def _refit(outcome: SearchOutcome, search: SearchFile, trainable, seconds: float
     outcome.rows.extend(refits.rows)
     outcome.interrupted = interrupted
     outcome.seconds = time.time() - t0
+
+
+def _pull_trials(search_dir: Path, search_uri: str | None) -> None:
+    """With a remote store: the trials' ``best.pt`` and sample grids into the driver's copy (the leaderboard
+    and the refit read them there)."""
+    if search_uri is not None:
+        from lensearch.search.remote import pull_trials
+
+        pull_trials(search_uri, search_dir)
 
 
 def _fault_injection() -> dict[str, int]:

@@ -110,7 +110,9 @@ class _Rows:
 def load_classifier(path: str | os.PathLike) -> tuple[Any, dict[int, int], list[str]]:
     """(FeatureNet in eval mode, file label -> class index, class names) from :func:`ensure_classifier`'s file."""
     from lensearch.models.feature_net import load_feature_net
+    from lensearch.storage import local_copy
 
+    path = local_copy(path)  # a search on a remote store passes the classifier's URI to its trials
     blob = torch.load(path, map_location="cpu", weights_only=True)
     meta = blob.get("downstream") if isinstance(blob, dict) else None
     if meta is None:

@@ -48,6 +48,7 @@ from lensearch.training.context import RayTrainContext, RunContext, set_threads
 from lensearch.training.ema import WarmEMA
 from lensearch.training.losses import build_generator_loss
 from lensearch.training.optim import build_schedules
+from lensearch.training.remote import checkpoint_location, localize_run, publish_checkpoint, stored_dir
 from lensearch.training.steps import STEPS, Amp
 
 SAMPLE_GRID = "samples.png"
@@ -127,6 +128,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     ``stats`` (train-split statistics for the normalization), ``scale``, ``in_channels``, ``threads``,
     ``measure_latency`` (report ``latency_ms`` too).
     """
+    run = localize_run(run)  # a run stored at a URI (or with remote data): node-local copies (training/remote.py)
     tcfg = config["train"]
     seed = int(tcfg["seed"])
     _seed_everything(seed + ctx.rank)
@@ -195,7 +197,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         started -= float(state.get("run_seconds", 0.0))
         # Say again where we are: the report of the checkpointed epoch may have been lost in the interruption
         # (trackers skip epochs they already logged).
-        ctx.report({**state["metrics"], "checkpoint_dir": str(ckpt_dir)})
+        ctx.report({**state["metrics"], "checkpoint_dir": stored_dir(run, ckpt_dir)})
         if state["metrics"].get("time_limit_reached"):  # it had ended at its time limit: nothing more to do
             return state["metrics"]
 
@@ -264,15 +266,17 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
                 "scheduler": schedule.state_dict() if schedule else None,
                 "model_name": model_name, "model_params": model_params, "kind": spec.kind,
                 "scale": run["scale"], "in_channels": run.get("in_channels", 1),
-                "normalization": norm.state(), "config": config, "metrics": metrics, "data_path": run["data_path"],
+                "normalization": norm.state(), "config": config, "metrics": metrics,
+                "data_path": run.get("data_uri") or run["data_path"],  # the file as the user named it (a URI too)
                 "steps": steps, "train_seconds": train_seconds, "run_seconds": run_seconds,
                 "rng": capture_rng_state(),
             }
             save_checkpoint(payload, ckpt_dir / "last.pt", best_path=ckpt_dir / "best.pt" if improved else None)
             if improved:
                 _save_sample_grid(evaluator, norm, val_set, ctx.device, run_dir / SAMPLE_GRID, run["scale"])
+            publish_checkpoint(run, improved, SAMPLE_GRID)  # to the run's stored folder, before the report
         metrics["epoch_time_s"] = time.perf_counter() - t0
-        metrics["checkpoint_dir"] = str(ckpt_dir)
+        metrics["checkpoint_dir"] = stored_dir(run, ckpt_dir)  # where the driver finds it (a URI too)
         _fault_point(run, epoch, ctx)
         ctx.barrier()
         ctx.report(metrics)
@@ -285,7 +289,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
 def _init_from(path: str, generator, step, ema, device) -> None:
     """Start from ``path``'s weights, weight average and optimizer state (Adam's moments), keeping this run's
     learning rates: the schedule built next starts from them (a warm restart), not from the old run's."""
-    state = load_checkpoint(Path(path), map_location=device)
+    state = load_checkpoint(checkpoint_location(path), map_location=device)
     if state is None:
         raise ValueError(f"train.init_from: {path} does not exist")
     generator.load_state_dict(state["model"])

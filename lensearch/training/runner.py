@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lensearch.errors import expect
+from lensearch.storage import is_uri
 
 TRIAL_CPU = 0.01  # what the Tune trial itself reserves when it only drives a TorchTrainer
 
@@ -73,6 +74,9 @@ def prepare_data(data_cfg: dict[str, Any], root: Path, *, progress: bool = True)
     """Make sure the HDF5 file exists (simulating it from ``data_cfg['preset']`` on first use), validate it,
     and compute what every trial needs from it once: scale, channels, train statistics.
 
+    ``data_cfg['path']`` may be a storage URI (``s3://bucket/file.h5``): the file is fetched once per node
+    (:func:`lensearch.storage.fetch`) and the run info carries ``data_uri`` so trials on other nodes fetch it too.
+
     Returns the ``run`` info shared by all trials (without the per-trial ``dir``).
     """
     from lensearch.data.store import open_h5, train_stats
@@ -81,6 +85,11 @@ def prepare_data(data_cfg: dict[str, Any], root: Path, *, progress: bool = True)
     if path is None:
         non_lens = "_nonlens" if data_cfg.get("non_lens") else ""
         path = f"data/{data_cfg['preset']}_{data_cfg['count']}_seed{data_cfg['seed']}{non_lens}.h5"
+    uri = str(path) if is_uri(str(path)) else None
+    if uri is not None:  # object storage: a local copy here; every node fetches its own (training/remote.py)
+        from lensearch.storage import fetch
+
+        path = fetch(uri, "data")
     path = Path(path)
     if not path.is_absolute():
         path = (root / path).resolve()
@@ -98,6 +107,7 @@ def prepare_data(data_cfg: dict[str, Any], root: Path, *, progress: bool = True)
     expect(info.splits.get("train", 0) > 0 and info.splits.get("val", 0) > 0,
            f"{path}: needs non-empty train and val splits, got {info.splits}")
     return {
+        **({"data_uri": uri} if uri is not None else {}),
         "data_path": str(path),
         "scale": int(info.scale),
         "in_channels": int(info.hr_shape[0]) if len(info.hr_shape) == 3 else 1,

@@ -1,0 +1,157 @@
+"""A search whose store is object storage, for real on this machine: a two-node Ray cluster
+(``ray.cluster_utils.Cluster``, one CPU per node), an S3-compatible server started here (moto) holding the store
+and the data file, and an ``mlflow server`` as the tracking server. The trials run on both nodes, their
+checkpoints land in the bucket, MLflow has every run, and ``lensearch export`` works from the bucket alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
+
+from s3server import BUCKET, s3_server  # noqa: E402
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[2]
+SPACE = {"model": {"choice": {"espcn": {"num_features": 8, "num_layers": {"int": [3, 4]}}}},
+         "optimizer": {"choice": {"adam": {"lr": {"logfloat": [1e-3, 3e-3]}}}},
+         "train": {"batch_size": 8, "patch_size": 32, "steps_per_epoch": 3, "val_max_images": 4}}
+TWO_NODES = """
+import sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+print(cluster.address, flush=True)
+sys.stdin.read()          # until the test closes our stdin
+cluster.shutdown()
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lensearch(*args: str, env: dict, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lensearch", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_a_search_stored_in_s3_on_two_nodes_exports_from_the_bucket(tiny_h5, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from lensearch import storage
+
+    with s3_server() as aws:
+        # every process (both nodes, the driver, the export) gets the store's settings and its own cache root
+        env = {**os.environ, **aws, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1",
+               "LENSEARCH_CACHE": str(tmp_path / "cache")}
+        data_uri = f"s3://{BUCKET}/data/tiny.h5"
+        storage.upload(tiny_h5, data_uri)
+        store = f"s3://{BUCKET}/lensearch"
+        port = _free_port()
+        server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+                                   "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                                   "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--workers", "1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                  env=env)
+        nodes = subprocess.Popen([sys.executable, "-c", TWO_NODES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True, env=env)
+        try:
+            address = nodes.stdout.readline().strip()
+            assert address, "the two-node cluster did not start"
+            uri = f"http://127.0.0.1:{port}"
+            for _ in range(120):
+                try:
+                    urllib.request.urlopen(f"{uri}/health", timeout=2)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            doc = {"name": "s3", "data": {"path": data_uri}, "objective": {"metric": "val_psnr", "mode": "max"},
+                   "budget": {"num_samples": 2, "max_epochs": 2}, "scheduler": {"name": "none"},
+                   "searcher": {"name": "random", "seed": 0}, "resources": {"workers": 1}, "space": SPACE}
+            (tmp_path / "s3.yaml").write_text(yaml.safe_dump(doc))
+            # two trials of one CPU on two one-CPU nodes: they run at once, one on each node
+            tune = _lensearch("tune", "s3.yaml", "--store", store, "--address", address, "--tracking-uri", uri,
+                              "--json", "--quiet", env=env, cwd=tmp_path, timeout=300)
+            assert tune.returncode == 0, tune.stderr
+            result = json.loads(tune.stdout.strip().splitlines()[-1])
+            trials = result["trials"]
+            assert len(trials) == 2 and all(t["state"] == "completed" for t in trials), trials
+            search_uri = result["search_uri"]
+            assert search_uri.startswith(f"{store}/searches/s3-")
+
+            # the store holds the search: the driver's files, Tune's state and every trial's checkpoints
+            names = storage.list_names(search_uri)
+            assert {"search.yaml", "budget.json", "origin.json", "mlflow_runs.json", "optuna.journal", "tune",
+                    "trials"} <= set(names), names
+            assert sorted(storage.list_names(f"{search_uri}/trials")) == sorted(t["trial_id"] for t in trials)
+            for t in trials:
+                assert storage.list_names(f"{search_uri}/trials/{t['trial_id']}/checkpoints") == ["best.pt", "last.pt"]
+                assert t["checkpoint"] == f"{search_uri}/trials/{t['trial_id']}/checkpoints/best.pt"
+            # the trials ran on both nodes (each report carries its node; Tune's result.json, in the store)
+            used = set()
+            for trial_dir in storage.list_names(f"{search_uri}/tune"):
+                text = storage.read_bytes(f"{search_uri}/tune/{trial_dir}/result.json")
+                if text:
+                    used |= {json.loads(line)["node_id"] for line in text.decode().splitlines() if line.strip()}
+            assert len(used) == 2, used
+
+            # MLflow (the server) has the parent and every trial with both epochs, the checkpoints named by URI
+            client = MlflowClient(uri)
+            parent = client.get_run(result["parent_run_id"])
+            assert parent.data.tags["lensearch.search_dir"] == search_uri
+            children = client.search_runs([parent.info.experiment_id],
+                                          f"tags.mlflow.parentRunId = '{result['parent_run_id']}'")
+            assert sorted(c.info.run_id for c in children) == sorted(t["run_id"] for t in trials)
+            for child in children:
+                assert [m.step for m in client.get_metric_history(child.info.run_id, "val_psnr")] == [1, 2]
+                assert child.data.tags["checkpoint"].startswith(f"{search_uri}/trials/")
+                inputs = client.get_run(child.info.run_id).inputs.dataset_inputs
+                sources = {json.loads(d.dataset.source)["uri"] for d in inputs}
+                assert sources == {data_uri}  # the data as named, digested from the driver's copy
+
+            # export from the bucket alone: a fresh cache (another machine), the search named by its URI
+            env_export = {**env, "LENSEARCH_CACHE": str(tmp_path / "export-cache")}
+            export = _lensearch("export", search_uri, "--out", str(tmp_path / "model"), "--json", env=env_export,
+                                cwd=tmp_path, timeout=240)
+            assert export.returncode == 0, export.stderr
+            manifest = json.loads(export.stdout.strip().splitlines()[-1])
+            best = max(trials, key=lambda t: t["best"]["val_psnr"])
+            assert manifest["source"]["trial_id"] == best["trial_id"]
+            assert manifest["registered"]["version"] == 1
+            assert manifest["source"]["search_dir"] == search_uri
+            assert manifest["source"]["checkpoint"] == best["checkpoint"]
+            assert manifest["data"]["uri"] == data_uri
+        finally:
+            nodes.stdin.close()
+            try:
+                nodes.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                nodes.kill()
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+
+    from lensearch.upscale import Upscaler
+
+    lr = np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32)
+    sr = Upscaler(tmp_path / "model")(lr)
+    assert sr.shape == (2, 1, 64, 64) and np.isfinite(sr).all()
