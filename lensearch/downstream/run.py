@@ -1,6 +1,7 @@
 """``lensearch downstream``: train, score, tabulate, plot and log (see :mod:`lensearch.downstream`).
 
-Writes into ``--out``: ``downstream.json`` (every number), ``downstream.md`` (one table per task: rows HR /
+Writes into ``--out``: ``downstream.json`` (every number, and each SR version against bicubic and HR on paired
+bootstrap draws: ``comparisons``), ``downstream.md`` (one table per task: rows HR /
 bicubic / SR:<name> / LR-trained, metric columns with 95 % bootstrap intervals), PNG figures and
 ``feature_net.pt`` (the HR substructure classifier in :func:`lensearch.models.feature_net.save_feature_net`
 form). Everything is logged to one MLflow run in the experiment ``downstream``.

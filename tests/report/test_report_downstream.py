@@ -1,0 +1,109 @@
+"""The report's "Downstream science" section on the shared tiny real search (``report_search``): first without
+any ``lensearch downstream`` run (the section says how to make one), then after a real tiny one scored an
+export of the search's best trial; the numbers in the section are the ones downstream logged, and the findings
+follow from them."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lensearch.cli import main
+
+
+def _report(outcome, out, capsys) -> tuple[dict, str, str]:
+    store = outcome.search_dir.parents[1]
+    assert main(["report", str(outcome.search_dir), "--out", str(out), "--store", str(store), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    return summary, (out / "report.md").read_text(), (out / "report.html").read_text()
+
+
+@pytest.mark.ray
+def test_the_report_shows_the_downstream_runs_of_its_trials(report_search, tiny_h5, tmp_path, capsys):
+    from lensearch.downstream import DownstreamOptions, run_downstream
+    from lensearch.export import export_search
+
+    outcome = report_search
+    store = outcome.search_dir.parents[1]
+
+    # ---- no downstream run yet (an unrelated one in the same store does not count): the command to make one
+    client = MlflowClient(outcome.tracking_uri)
+    exp = client.get_experiment_by_name("downstream")
+    exp_id = exp.experiment_id if exp else client.create_experiment("downstream")
+    other = client.create_run(exp_id, tags={"lensearch.kind": "downstream", "lensearch.tasks": "classify",
+                                            "lensearch.sr.x.trial_run_id": "f" * 32})
+    client.log_metric(other.info.run_id, "classify/SR_x/accuracy", 0.5)
+    client.set_terminated(other.info.run_id)
+    summary, md, html = _report(outcome, tmp_path / "before", capsys)
+    assert summary["downstream"]["runs"] == []
+    how = summary["downstream"]["how_to"]
+    assert how == (f"lensearch export {outcome.search_dir} --out rep-export --store {store} && lensearch downstream "
+                   f"{tiny_h5} --sr rep-export --out rep-downstream --store {store}")
+    for text in (md, html):
+        assert "Downstream science" in text and "No lensearch downstream run" in text and "lensearch downstream" in text
+    assert f"lensearch export {outcome.search_dir}" in md
+
+    # ---- a real tiny downstream run of the best trial's export (registered: its export run nests under the parent)
+    export = tmp_path / "best"
+    manifest = export_search(str(outcome.search_dir), export, store=store, log=lambda text: None)
+    trial_id, trial_run = manifest["source"]["trial_id"], manifest["source"]["run_id"]
+    results = run_downstream(DownstreamOptions(data=tiny_h5, sr=[export], out=tmp_path / "ds", epochs=2,
+                                               bootstrap=200, store=store, net_config={"base_channels": 8}),
+                             log=lambda text: None)
+    assert results["mlflow"]["tracking_uri"] == outcome.tracking_uri
+
+    summary, md, html = _report(outcome, tmp_path / "after", capsys)
+    (search,) = summary["searches"]
+    assert len(search["leaderboard"]) == 2  # the export's registry run is not taken for a trial
+    (run,) = summary["downstream"]["runs"]
+    assert run["run_id"] == results["mlflow"]["run_id"]
+    model = next(r.params["model"] for r in outcome.rows if r.trial_id == trial_id)
+    assert run["sources"] == {"SR:best": {"search": "rep", "trial": trial_id, "model": model}}
+    assert list(run["tasks"]) == list(results["tasks"]) == ["classify", "regress"]
+    for name, task in run["tasks"].items():
+        want = results["tasks"][name]
+        assert list(task["versions"]) == ["LR-trained", "bicubic", "SR:best", "HR"]  # side by side, LR to HR
+        for version, metrics in task["versions"].items():  # every logged number, as downstream computed it
+            for metric, (value, lo, hi) in metrics.items():
+                m = want["versions"][version]["metrics"][metric]
+                for got, key in ((value, "value"), (lo, "lo"), (hi, "hi")):
+                    assert (math.isnan(got) and not math.isfinite(m[key])) or got == pytest.approx(m[key]), \
+                        (name, version, metric, key)
+        for metric, pair in task["comparisons"]["SR:best"].items():
+            for kind, (value, lo, hi) in pair.items():
+                m = want["comparisons"]["SR:best"][metric][kind]
+                assert (math.isnan(value) and not math.isfinite(m["value"])) or value == pytest.approx(m["value"])
+
+    # the findings follow from the paired intervals: auc_macro of the classifier, RMSE of theta_E
+    lines = {name: task["findings"] for name, task in run["tasks"].items()}
+    assert lines["regress"] and lines["classify"]
+    for name, metric, sign in (("classify", "auc_macro", 1), ("regress", "rmse_theta_E", -1)):
+        (line,) = [ln for ln in lines[name] if ln.startswith(f"{name}, {metric}: SR:best ")]
+        diff = results["tasks"][name]["comparisons"]["SR:best"][metric]["vs_bicubic"]
+        assert f"SR − bicubic {diff['value']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}]" in line, line
+        lo, hi = sign * diff["lo"], sign * diff["hi"]  # > 0: better than bicubic
+        verdict = ("beats bicubic" if lo > 0 and hi > 0 else "is worse than bicubic" if lo < 0 and hi < 0
+                   else "is not distinguishable from bicubic")
+        assert verdict in line, line
+        versions = results["tasks"][name]["versions"]
+        span = versions["HR"]["metrics"][metric]["value"] - versions["bicubic"]["metrics"][metric]["value"]
+        if sign * span > 0:
+            share = results["tasks"][name]["comparisons"]["SR:best"][metric]["recovered"]
+            assert f"recovers {100 * share['value']:.0f} %" in line, line
+        else:
+            assert "no bicubic -> HR difference to recover" in line, line
+
+    # both documents: the section, one table row per version, the findings; nothing of the unrelated run
+    for text in (md, html):
+        assert "Downstream science" in text and "No lensearch downstream run" not in text
+        assert results["mlflow"]["run_id"] in text and other.info.run_id not in text
+        for line in lines["classify"]:
+            assert (line if text is md else line.replace("->", "-&gt;")) in text
+    acc = results["tasks"]["classify"]["versions"]["SR:best"]["metrics"]["accuracy"]
+    assert f"| SR:best | {acc['value']:.3f} [{acc['lo']:.3f}, {acc['hi']:.3f}] |" in md
+    rows = [ln.split(" | ")[0] for ln in md.splitlines() if ln.startswith(("| LR-trained |", "| bicubic |",
+                                                                          "| SR:best |", "| HR |"))]
+    assert rows[:4] == ["| LR-trained", "| bicubic", "| SR:best", "| HR"]
