@@ -209,7 +209,7 @@ def test_a_resumed_search_stops_a_trial_below_the_restored_rung_cutoff(ray_clust
                  "--json"]) == 0
     out, err = capfd.readouterr()
     assert "restored the AsyncHyperBandScheduler records of 1 trial(s) from scheduler_state.json" in err, err
-    outcome = json.loads(out.strip().splitlines()[-1])
+    outcome = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])  # (Ray may print too)
     rows = {t["trial_id"]: t for t in outcome["trials"]}
     assert len(rows) == 2 and rows[good_id]["state"] == "completed", rows
     (bad,) = [t for tid, t in rows.items() if tid != good_id]
