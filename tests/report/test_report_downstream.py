@@ -107,3 +107,76 @@ def test_the_report_shows_the_downstream_runs_of_its_trials(report_search, tiny_
     rows = [ln.split(" | ")[0] for ln in md.splitlines() if ln.startswith(("| LR-trained |", "| bicubic |",
                                                                           "| SR:best |", "| HR |"))]
     assert rows[:4] == ["| LR-trained", "| bicubic", "| SR:best", "| HR"]
+
+
+# ------------------------------------------------------------------------------------------- findings, by hand
+def _logged_run(tmp_path, metrics: dict[str, float], sr_tags: dict[str, str]):
+    """A downstream-shaped MLflow run (tags and metric names as lensearch downstream logs them) in a fresh store."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("downstream", artifact_location=(tmp_path / "artifacts").as_uri())
+    tags = {"lensearch.kind": "downstream", "lensearch.tasks": "classify,regress", "lensearch.data": "/d/x.h5",
+            **{f"lensearch.sr.{name}.trial_run_id": run for name, run in sr_tags.items()}}
+    run = client.create_run(exp, tags=tags)
+    from mlflow.entities import Metric
+
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+    client.set_terminated(run.info.run_id)
+    return uri, run.info.run_id
+
+
+def _version(task: str, version: str, values: dict[str, tuple[float, float, float]]) -> dict[str, float]:
+    out = {}
+    for metric, (v, lo, hi) in values.items():
+        out.update({f"{task}/{version}/{metric}": v, f"{task}/{version}/{metric}_lo": lo,
+                    f"{task}/{version}/{metric}_hi": hi})
+    return out
+
+
+def test_findings_follow_the_paired_intervals_and_the_direction_of_each_metric(tmp_path):
+    from types import SimpleNamespace
+
+    from lensearch.report.downstream import find_downstream, finding_lines
+
+    m = {}
+    for version, auc, rmse in (("HR", 0.9, 0.1), ("bicubic", 0.7, 0.3), ("SR_good", 0.8, 0.2), ("SR_bad", 0.6, 0.4),
+                               ("LR-trained", 0.75, 0.25)):
+        m.update(_version("classify", version, {"auc_macro": (auc, auc - 0.1, auc + 0.1),
+                                                "accuracy": (auc, auc - 0.1, auc + 0.1)}))
+        m.update(_version("regress", version, {"rmse_theta_E": (rmse, rmse - 0.05, rmse + 0.05),
+                                               "mae_theta_E": (rmse, rmse - 0.05, rmse + 0.05)}))
+    m.update(_version("classify", "SR_good", {"auc_macro_vs_bicubic": (0.1, 0.02, 0.18),
+                                              "auc_macro_recovered": (0.5, 0.1, 0.9)}))
+    m.update(_version("classify", "SR_bad", {"auc_macro_vs_bicubic": (-0.1, -0.15, -0.05)}))
+    m.update(_version("regress", "SR_good", {"rmse_theta_E_vs_bicubic": (-0.1, -0.2, 0.01)}))  # includes 0
+    m.update(_version("regress", "SR_bad", {"rmse_theta_E_vs_bicubic": (0.1, 0.05, 0.15)}))  # higher error
+    uri, run_id = _logged_run(tmp_path, m, {"good": "T1", "bad": "T2"})
+    trials = [SimpleNamespace(run_id="T1", trial_id="t1", model="span"),
+              SimpleNamespace(run_id="T2", trial_id="t2", model="espcn")]
+    search = SimpleNamespace(name="s", tracking_uri=uri, trials=trials)
+    (run,), uris = find_downstream([search])
+    assert uris == [uri] and run.run_id == run_id
+    assert run.sources == {"SR:good": {"search": "s", "trial": "t1", "model": "span"},
+                           "SR:bad": {"search": "s", "trial": "t2", "model": "espcn"}}
+    classify, regress = run.tasks["classify"], run.tasks["regress"]
+    assert (classify.kind, regress.kind, regress.targets) == ("classification", "regression", ["theta_E"])
+    assert run.order(classify) in (["LR-trained", "bicubic", "SR:good", "SR:bad", "HR"],
+                                   ["LR-trained", "bicubic", "SR:bad", "SR:good", "HR"])
+    assert classify.versions["SR:good"]["auc_macro"] == (0.8, pytest.approx(0.7), pytest.approx(0.9))
+    lines = {ln.split(":", 1)[0] + ln.split(": ", 1)[1].split(" ", 1)[0]: ln
+             for ln in finding_lines(run, classify) + finding_lines(run, regress)}
+    good = lines["classify, auc_macroSR:good"]
+    assert "beats bicubic (higher is better): SR − bicubic +0.100 [+0.020, +0.180]" in good
+    assert "recovers 50 % [10 %, 90 %] of the bicubic -> HR difference" in good
+    assert "the LR-trained network scores 0.750 (SR higher)" in good
+    assert "is worse than bicubic" in lines["classify, auc_macroSR:bad"]
+    assert "recovers -50 % of the bicubic -> HR difference" in lines["classify, auc_macroSR:bad"]
+    # a metric without paired intervals (accuracy here, or an older run): only disjoint own intervals decide
+    assert "is not distinguishable from bicubic (overlapping or missing 95 % intervals)" in lines[
+        "classify, accuracySR:good"]
+    # RMSE: lower is better; an interval that reaches past 0 decides nothing
+    assert "is not distinguishable from bicubic: SR − bicubic -0.100 [-0.200, +0.010]" in lines[
+        "regress, rmse_theta_ESR:good"]
+    assert "is worse than bicubic" in lines["regress, rmse_theta_ESR:bad"]
+    # a run that scored exports of no reported trial is not this report's
+    assert find_downstream([SimpleNamespace(name="s", tracking_uri=uri, trials=trials[:0])])[0] == []
