@@ -19,7 +19,9 @@ def register(subparsers: Any) -> None:
                     "multi-objective searches, and, with the data file at hand, image panels with residuals, "
                     "azimuthal profiles, residual power spectra and physics measures (flux error, Einstein-ring "
                     "radius/centre error, ring residual) of each architecture's best checkpoint, with SSIM in the "
-                    "project's (Gaussian 11/1.5) and scikit-image's (uniform 7x7) conventions. Definitions: "
+                    "project's (Gaussian 11/1.5) and scikit-image's (uniform 7x7) conventions; then the results of "
+                    "the lensearch downstream runs that scored exports of the searches' trials (science tasks on "
+                    "LR-trained, bicubic, SR and HR images, with bootstrap intervals). Definitions: "
                     "docs/report.md.")
     p.add_argument("searches", nargs="+", metavar="SEARCH",
                    help="a search directory, a search name (its latest run under STORE/searches) or an MLflow "
@@ -51,4 +53,10 @@ def _run(args: argparse.Namespace) -> int:
     for s in summary["searches"]:
         for line in s.get("findings", [])[:5]:
             print(f"  {s['name']}: {line}")
+    for run in summary["downstream"]["runs"]:
+        for task in run["tasks"].values():
+            for line in task["findings"][:3]:
+                print(f"  downstream {run['run_id'][:8]}: {line}")
+    if not summary["downstream"]["runs"]:
+        print(f"  no downstream run yet; make one with: {summary['downstream']['how_to']}")
     return 0

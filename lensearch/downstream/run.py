@@ -1,6 +1,7 @@
 """``lensearch downstream``: train, score, tabulate, plot and log (see :mod:`lensearch.downstream`).
 
-Writes into ``--out``: ``downstream.json`` (every number), ``downstream.md`` (one table per task: rows HR /
+Writes into ``--out``: ``downstream.json`` (every number, and each SR version against bicubic and HR on paired
+bootstrap draws: ``comparisons``), ``downstream.md`` (one table per task: rows HR /
 bicubic / SR:<name> / LR-trained, metric columns with 95 % bootstrap intervals), PNG figures and
 ``feature_net.pt`` (the HR substructure classifier in :func:`lensearch.models.feature_net.save_feature_net`
 form). Everything is logged to one MLflow run in the experiment ``downstream``.
@@ -22,11 +23,12 @@ import numpy as np
 
 from lensearch import __version__
 from lensearch.downstream import figures
-from lensearch.downstream.bootstrap import bootstrap
+from lensearch.downstream.bootstrap import draw, intervals, paired_comparison
 from lensearch.downstream.metrics import classification_metrics, confusion_matrix, regression_metrics, roc_curve
 from lensearch.downstream.tasks import Task, load_data, plan_tasks
 from lensearch.downstream.train import Trained, predict, train_task
-from lensearch.downstream.variants import LR_TRAINED, SRExport, Variant, bicubic_images, load_exports, make_variants
+from lensearch.downstream.variants import (BICUBIC, HR, LR_TRAINED, SRExport, Variant, bicubic_images, load_exports,
+                                          make_variants)
 from lensearch.errors import UserError, expect
 
 __all__ = ["EXPERIMENT", "FEATURE_NET", "DownstreamOptions", "run_downstream"]
@@ -165,10 +167,14 @@ def _run_task(task: Task, data, lr_up: dict[str, np.ndarray | None], variants: l
 
     versions: dict[str, Any] = {}
     predictions: dict[str, np.ndarray] = {}
+    draws = {}
     for v in variants:
         pred = predict(nets[v.trained_on], v.images[test_rows])
         predictions[v.name] = pred
-        versions[v.name] = _score(task, pred, y_test, opts)
+        versions[v.name], draws[v.name] = _score(task, pred, y_test, opts)
+    # each SR version against bicubic and HR, on the same (paired) bootstrap draws of the test images
+    comparisons = {v.name: paired_comparison(draws[v.name], draws[BICUBIC], draws[HR]) for v in variants
+                   if v.export is not None}
     figs = _task_figures(task, y_test, predictions, versions, opts.out)
     result = {
         "problem": task.problem, "title": task.title, "n_train": int(len(rows)), "n_val": int(len(val_rows)),
@@ -177,24 +183,27 @@ def _run_task(task: Task, data, lr_up: dict[str, np.ndarray | None], variants: l
            if task.problem == "classification" else {"targets": task.targets}),
         "training": {k: {"best_epoch": n.best_epoch, "seconds": round(n.seconds, 2), "history": n.history}
                      for k, n in nets.items()},
-        "versions": versions,
+        "versions": versions, "comparisons": comparisons,
     }
     return result, nets["HR"], figs
 
 
-def _score(task: Task, pred: np.ndarray, y: np.ndarray, opts: DownstreamOptions) -> dict[str, Any]:
+def _score(task: Task, pred: np.ndarray, y: np.ndarray, opts: DownstreamOptions) -> tuple[dict[str, Any], Any]:
+    """The version's metrics with intervals (+ confusion matrix and ROC curves for a classification), and the
+    bootstrap draws they came from (seeded alike for every version: paired)."""
     if task.problem == "classification":
         def fn(idx: np.ndarray) -> dict[str, float]:
             return classification_metrics(pred[idx], y[idx], task.classes)
-        out = {"metrics": bootstrap(fn, len(y), opts.bootstrap, opts.seed),
-               "confusion": confusion_matrix(y, pred.argmax(1), task.outputs).tolist()}
+        drawn = draw(fn, len(y), opts.bootstrap, opts.seed)
+        out = {"metrics": intervals(*drawn), "confusion": confusion_matrix(y, pred.argmax(1), task.outputs).tolist()}
         out["roc"] = {c: dict(zip(("fpr", "tpr"), (a.tolist() for a in roc_curve(pred[:, k], y == k))))
                       for k, c in enumerate(task.classes)}
-        return out
+        return out, drawn
 
     def fn(idx: np.ndarray) -> dict[str, float]:
         return regression_metrics(pred[idx], y[idx], task.targets)
-    return {"metrics": bootstrap(fn, len(y), opts.bootstrap, opts.seed)}
+    drawn = draw(fn, len(y), opts.bootstrap, opts.seed)
+    return {"metrics": intervals(*drawn)}, drawn
 
 
 def _task_figures(task: Task, y: np.ndarray, predictions: dict[str, np.ndarray], versions: dict[str, Any],
@@ -265,7 +274,8 @@ def _metric_key(task: str, version: str, metric: str) -> str:
 
 def log_to_mlflow(opts: DownstreamOptions, results: dict[str, Any], exports: list[SRExport]) -> dict[str, str]:
     """One run in experiment ``downstream``: options as params, every point estimate and interval bound as a
-    metric (``<task>/<version>/<metric>[_lo|_hi]``), the files written to ``--out`` as artifacts, and tags
+    metric (``<task>/<version>/<metric>[_lo|_hi]``; for each SR version also the paired comparisons
+    ``<task>/<version>/<metric>_vs_bicubic[_lo|_hi]`` and ``<metric>_recovered[_lo|_hi]``), the files written to ``--out`` as artifacts, and tags
     linking each SR export's MLflow runs (``lensearch.sr.<name>.trial_run_id`` / ``.export_run_id``) when its manifest has them."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -297,11 +307,14 @@ def log_to_mlflow(opts: DownstreamOptions, results: dict[str, Any], exports: lis
         stamp = int(time.time() * 1000)
         batch = []
         for tname, task in results["tasks"].items():
-            for version, r in task["versions"].items():
-                for metric, m in r["metrics"].items():
-                    for suffix, key in (("", "value"), ("_lo", "lo"), ("_hi", "hi")):
-                        if math.isfinite(m[key]):
-                            batch.append(Metric(_metric_key(tname, version, metric + suffix), m[key], stamp, 0))
+            values = [(version, metric, m) for version, r in task["versions"].items()
+                      for metric, m in r["metrics"].items()]
+            values += [(version, f"{metric}_{kind}", m) for version, r in task.get("comparisons", {}).items()
+                       for metric, pair in r.items() for kind, m in pair.items()]
+            for version, metric, m in values:
+                for suffix, key in (("", "value"), ("_lo", "lo"), ("_hi", "hi")):
+                    if math.isfinite(m[key]):
+                        batch.append(Metric(_metric_key(tname, version, metric + suffix), m[key], stamp, 0))
         for a in range(0, len(batch), 500):
             client.log_batch(run_id, metrics=batch[a:a + 500])
         for name in (RESULTS, TABLE, *results["figures"], *([FEATURE_NET] if "feature_net" in results else [])):

@@ -6,7 +6,8 @@ best checkpoints when a data file is given), learning curves of the top trials, 
 best value against compute spent, parameter importance and effects (:mod:`lensearch.report.importance`), the
 Pareto front of a multi-objective search, and — when the data file is at hand — image panels, azimuthal profiles,
 residual power spectra and the physics table (:mod:`lensearch.report.physics`) of every architecture's best
-checkpoint, with SSIM in both conventions (:mod:`lensearch.report.conventions`). Every sentence that states a
+checkpoint, with SSIM in both conventions (:mod:`lensearch.report.conventions`); then the ``lensearch downstream``
+runs that scored exports of the searches' trials (:mod:`lensearch.report.downstream`). Every sentence that states a
 number is generated from those data.
 """
 
@@ -28,6 +29,7 @@ from lensearch.errors import UserError, expect
 from lensearch.report import figures
 from lensearch.report.collect import SearchData, TrialData, collect
 from lensearch.report.conventions import SSIM_CONVENTIONS
+from lensearch.report.downstream import downstream_section
 from lensearch.report.importance import effects, findings, importances
 from lensearch.staging import staged_folder
 
@@ -527,6 +529,7 @@ def build_report(searches: list[str], out: str | os.PathLike, *, store: str | os
         summary = {"searches": []}
         for i, s in enumerate(found):
             summary["searches"].append(_search_section(doc, s, tmp, Path(data) if data else None, i, log))
+        summary["downstream"] = downstream_section(doc, found)  # lensearch downstream runs of these trials
         (tmp / "report.md").write_text(doc.markdown())
         (tmp / "report.html").write_text(doc.html(title))
         summary["figures"] = list(doc.figures)

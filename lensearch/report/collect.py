@@ -152,6 +152,8 @@ def collect_one(search: str, store: str | Path = "mlruns", tracking_uri: str | N
     trials = []
     for run in children:
         tags = run.data.tags
+        if tags.get("lensearch.kind", "trial") != "trial":  # `lensearch export` nests its registry run here too
+            continue
         trial_id = tags.get("lensearch.trial_id", run.info.run_name or run.info.run_id)
         history = {}
         for key in wanted:

@@ -323,6 +323,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                   f"worker(s)/trial ({resources.cpus_per_worker:g} CPU{' + GPU' if resources.use_gpu else ''}"
                   f" each), up to {concurrency} at once; MLflow: {tracking_uri}", file=sys.stderr, flush=True)
         tune_dir = join(storage_path, TUNE)  # Tune syncs this folder wholesale: our own files stay outside it
+        from lensearch.search.scheduler_state import keepers
+
         if resuming and tune.Tuner.can_restore(tune_dir):
             tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
@@ -339,7 +341,9 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                     time_budget_s=(budget["time_budget_s"] - refit_s) if budget["time_budget_s"] else None)
             tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=tune.RunConfig(
                 # a copy: Tune appends its own loggers (open files) to the list, which a refit could not pickle
-                name=TUNE, storage_path=storage_path, callbacks=list(callbacks), verbose=0,
+                name=TUNE, storage_path=storage_path, verbose=0,
+                # + the scheduler's records, saved in search_dir and restored on --resume (scheduler_state.py)
+                callbacks=list(callbacks) + keepers(tune_config.scheduler, search_dir, quiet=opts.quiet),
                 failure_config=tune.FailureConfig(max_failures=max_retries)))
         grid, interrupted = _fit_noting_interrupt(tuner)
         tracker.reload()

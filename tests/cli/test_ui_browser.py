@@ -112,7 +112,8 @@ def test_the_mlflow_ui_shows_the_trials_their_metrics_and_sample_grids(report_se
     assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
     url = links["rep"]
     assert url.startswith(f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
-    trials = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    trials = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                                "and tags.`lensearch.kind` = 'trial'")  # not a registered export's run
     assert len(trials) == 3
     ranked = [r.info.run_name for r in sorted(trials, key=lambda r: -r.data.metrics["val_psnr"])]
 

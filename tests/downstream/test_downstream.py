@@ -18,7 +18,7 @@ from helpers import fake_search  # the tests' search-directory builder
 
 from lensearch.cli import main
 from lensearch.downstream import DownstreamOptions, run_downstream
-from lensearch.downstream.bootstrap import bootstrap
+from lensearch.downstream.bootstrap import bootstrap, draw, intervals, paired_comparison
 from lensearch.downstream.metrics import (classification_metrics, confusion_matrix, regression_metrics, roc_auc,
                                           roc_curve)
 from lensearch.downstream.nets import unit_scale_images
@@ -88,6 +88,27 @@ def test_bootstrap_interval_contains_the_estimate_narrows_with_more_images_and_i
         assert widths[n] == pytest.approx(2 * 1.96 * x.std() / np.sqrt(n), rel=0.2)
         assert bootstrap(lambda idx: {"mean": float(x[idx].mean())}, n, 500, seed=3)["mean"] == ci
     assert widths[800] < 0.4 * widths[50]  # ~ 1/sqrt(16) = 0.25
+
+
+def test_paired_comparison_uses_the_same_draws_for_every_version():
+    """SR = bicubic + 0.3 on every image and HR = bicubic + 1.2: the paired difference is exactly 0.3 in every
+    draw (a zero-width interval, although each version's own interval is wide) and the recovered share 1/4."""
+    rng = np.random.default_rng(2)
+    base = rng.normal(0.0, 1.0, 60)
+
+    def drawn(x):
+        return draw(lambda idx: {"mean": float(x[idx].mean())}, len(x), 300, seed=5)
+
+    sr, bic, hr = drawn(base + 0.3), drawn(base), drawn(base + 1.2)
+    own = intervals(*sr)["mean"]
+    assert own["hi"] - own["lo"] > 0.3  # unpaired, the difference would be lost in the spread
+    cmp = paired_comparison(sr, bic, hr)["mean"]
+    assert cmp["vs_bicubic"] == pytest.approx({"value": 0.3, "lo": 0.3, "hi": 0.3})
+    assert cmp["recovered"] == pytest.approx({"value": 0.25, "lo": 0.25, "hi": 0.25})
+    assert intervals(*bic) == bootstrap(lambda idx: {"mean": float(base[idx].mean())}, 60, 300, seed=5)
+    same = paired_comparison(bic, bic, bic)["mean"]  # HR = bicubic: nothing to recover
+    assert same["vs_bicubic"]["value"] == 0 and np.isnan(same["recovered"]["value"])
+    assert np.isnan(same["recovered"]["lo"])
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -216,6 +237,13 @@ def test_end_to_end_writes_tables_figures_and_numbers(run):
             assert m["value"] == pytest.approx(task["versions"]["bicubic"]["metrics"][key]["value"], abs=1e-6), key
     for r in classify["versions"].values():
         assert np.sum(r["confusion"]) == n_test
+    # each SR version against bicubic on paired draws: an exact-bicubic export is bicubic in every draw
+    for task in results["tasks"].values():
+        assert set(task["comparisons"]) == {"SR:bic", "SR:tagged"}
+        for key, pair in task["comparisons"]["SR:bic"].items():
+            diff = pair["vs_bicubic"]
+            assert max(abs(diff["value"]), abs(diff["lo"]), abs(diff["hi"])) < 1e-6, key
+    assert saved["tasks"]["classify"]["comparisons"]["SR:bic"]["accuracy"]["vs_bicubic"]["value"] == pytest.approx(0)
 
 
 def test_everything_is_logged_to_mlflow_with_links_to_the_exports(run):
@@ -231,6 +259,8 @@ def test_everything_is_logged_to_mlflow_with_links_to_the_exports(run):
     want = results["tasks"]["classify"]["versions"]["SR:bic"]["metrics"]["accuracy"]
     assert r.data.metrics["classify/SR_bic/accuracy"] == pytest.approx(want["value"])
     assert r.data.metrics["classify/SR_bic/accuracy_lo"] == pytest.approx(want["lo"])
+    paired = results["tasks"]["regress"]["comparisons"]["SR:tagged"]["rmse_theta_E"]["vs_bicubic"]
+    assert r.data.metrics["regress/SR_tagged/rmse_theta_E_vs_bicubic_hi"] == pytest.approx(paired["hi"])
     assert r.data.params["epochs"] == "2"
     artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {"downstream.json", "downstream.md", "classify_roc.png", "feature_net.pt"} <= artifacts

@@ -15,7 +15,8 @@ from lensearch.cli import main
 def _children(outcome):
     client = MlflowClient(outcome.tracking_uri)
     parent = client.get_run(outcome.parent_run_id)
-    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'")
+    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{outcome.parent_run_id}' "
+                              "and tags.`lensearch.kind` = 'trial'")  # (a registered export nests its run there too)
     return client, parent, runs
 
 

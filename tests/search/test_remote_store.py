@@ -83,7 +83,7 @@ def test_a_search_stored_in_s3_on_two_nodes_exports_from_the_bucket(tiny_h5, tmp
                 except OSError:
                     time.sleep(0.5)
             doc = {"name": "s3", "data": {"path": data_uri}, "objective": {"metric": "val_psnr", "mode": "max"},
-                   "budget": {"num_samples": 2, "max_epochs": 2}, "scheduler": {"name": "none"},
+                   "budget": {"num_samples": 2, "max_epochs": 2}, "early_stopping": {"name": "none"},
                    "searcher": {"name": "random", "seed": 0}, "resources": {"workers": 1}, "space": SPACE}
             (tmp_path / "s3.yaml").write_text(yaml.safe_dump(doc))
             # two trials of one CPU on two one-CPU nodes: they run at once, one on each node
