@@ -160,7 +160,7 @@ def test_findings_follow_the_paired_intervals_and_the_direction_of_each_metric(t
     assert run.sources == {"SR:good": {"search": "s", "trial": "t1", "model": "span"},
                            "SR:bad": {"search": "s", "trial": "t2", "model": "espcn"}}
     classify, regress = run.tasks["classify"], run.tasks["regress"]
-    assert (classify.kind, regress.kind, regress.targets) == ("classification", "regression", ["theta_E"])
+    assert (classify.problem, regress.problem, regress.targets) == ("classification", "regression", ["theta_E"])
     assert run.order(classify) in (["LR-trained", "bicubic", "SR:good", "SR:bad", "HR"],
                                    ["LR-trained", "bicubic", "SR:bad", "SR:good", "HR"])
     assert classify.versions["SR:good"]["auc_macro"] == (0.8, pytest.approx(0.7), pytest.approx(0.9))
