@@ -68,3 +68,26 @@ def skimage_psnr(pred, ref) -> float:
         lo, span = r.min(), r.max() - r.min()
         values.append(peak_signal_noise_ratio((r - lo) / span, (p - lo) / span, data_range=1.0))
     return float(np.mean(values))
+
+
+# A two-node Ray cluster (ray.cluster_utils, 1 CPU per node) in its own process: run it with
+# `python -c TWO_NODES` and a stdin pipe; it prints the address, and shuts down when stdin closes.
+TWO_NODES = """
+import sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+print(cluster.address, flush=True)
+sys.stdin.read()          # until the test closes our stdin
+cluster.shutdown()
+"""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

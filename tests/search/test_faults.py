@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import TWO_NODES, free_port
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.ray
@@ -122,24 +123,6 @@ def test_a_trial_whose_process_is_killed_is_retried_from_its_checkpoint(ray_clus
     assert "gloo" not in note and "Traceback" not in note
 
 
-_TWO_NODES = """
-import sys
-from ray.cluster_utils import Cluster
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-cluster.add_node(num_cpus=1)
-cluster.wait_for_nodes()
-print(cluster.address, flush=True)
-sys.stdin.read()          # until the test closes our stdin
-cluster.shutdown()
-"""
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_search_on_a_two_node_cluster_logs_to_an_mlflow_server(tiny_h5, tmp_path):
@@ -149,13 +132,13 @@ def test_a_search_on_a_two_node_cluster_logs_to_an_mlflow_server(tiny_h5, tmp_pa
     import urllib.request
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
                                "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                                "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--workers", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
-    nodes = subprocess.Popen([sys.executable, "-c", _TWO_NODES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    nodes = subprocess.Popen([sys.executable, "-c", TWO_NODES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True, env=env)
     try:
         address = nodes.stdout.readline().strip()

@@ -20,6 +20,7 @@ import yaml
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
 
+from helpers import TWO_NODES, free_port  # noqa: E402
 from s3server import BUCKET, s3_server  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -27,24 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 SPACE = {"model": {"choice": {"espcn": {"num_features": 8, "num_layers": {"int": [3, 4]}}}},
          "optimizer": {"choice": {"adam": {"lr": {"logfloat": [1e-3, 3e-3]}}}},
          "train": {"batch_size": 8, "patch_size": 32, "steps_per_epoch": 3, "val_max_images": 4}}
-TWO_NODES = """
-import sys
-from ray.cluster_utils import Cluster
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-cluster.add_node(num_cpus=1)
-cluster.wait_for_nodes()
-print(cluster.address, flush=True)
-sys.stdin.read()          # until the test closes our stdin
-cluster.shutdown()
-"""
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _lensearch(*args: str, env: dict, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
@@ -64,7 +47,7 @@ def test_a_search_stored_in_s3_on_two_nodes_exports_from_the_bucket(tiny_h5, tmp
         data_uri = f"s3://{BUCKET}/data/tiny.h5"
         storage.upload(tiny_h5, data_uri)
         store = f"s3://{BUCKET}/lensearch"
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
                                    "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                                    "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--workers", "1"],
