@@ -2,6 +2,8 @@
 
     python experiments/studies/run.py QUESTION [--scale cpu|gpu] [--quick] [--work DIR]
     python experiments/studies/run.py all [--scale cpu|gpu] [--quick]
+    python experiments/studies/run.py architectures --rerun FAMILY[,FAMILY]   # after a change to one model
+
 
 QUESTION is one of architectures, preprocessing, optimisation, search_efficiency, downstream. The searches run as a
 user runs them (``lensearch tune FILE --profile SCALE``, then ``lensearch report``, ``lensearch export`` and
@@ -200,11 +202,13 @@ class Context:
         self.command = (f"python experiments/studies/run.py {question}" + (f" --scale {scale}" if scale != "cpu" else "")
                         + (" --quick" if quick else ""))
 
-    def fresh(self) -> None:
-        """A fresh store and output for this question (the simulated data under work/data are kept)."""
+    def fresh(self, keep_store: bool = False) -> None:
+        """A fresh store and output for this question (the simulated data under work/data are kept). With
+        ``keep_store`` the work store stays (``--rerun``: the searches not rerun are read back from it)."""
         self.work.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.work / self.question, ignore_errors=True)
-        self.store.mkdir(parents=True)
+        if not keep_store:
+            shutil.rmtree(self.work / self.question, ignore_errors=True)
+        self.store.mkdir(parents=True, exist_ok=True)
         for name in ("report", "figures", "downstream"):
             shutil.rmtree(self.out / name, ignore_errors=True)
         (self.out / "figures").mkdir(parents=True, exist_ok=True)
@@ -257,7 +261,17 @@ def _rel(ctx: Context, path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ question 1
-def run_architectures(ctx: Context, only: list[str] | None) -> dict[str, Any]:
+def stored_search(ctx: Context, name: str) -> dict[str, Any]:
+    """The newest finished search ``name`` in the question's work store, as the outcome fields the study reads
+    (``search_dir``, ``name``, ``parent_run_id``)."""
+    dirs = sorted((ctx.store / "searches").glob(f"{name}-*"), key=lambda d: d.name)
+    if not dirs or not (dirs[-1] / "mlflow_runs.json").is_file():
+        raise SystemExit(f"[study] --rerun: no earlier search {name} in {ctx.store}; run the question without --rerun")
+    runs = json.loads((dirs[-1] / "mlflow_runs.json").read_text())
+    return {"search_dir": str(dirs[-1]), "name": name, "parent_run_id": runs["parent"]}
+
+
+def run_architectures(ctx: Context, only: list[str] | None, rerun: list[str] | None = None) -> dict[str, Any]:
     from lensearch.report.build import best_per_model
 
     q = QUESTIONS["architectures"]
@@ -269,8 +283,13 @@ def run_architectures(ctx: Context, only: list[str] | None) -> dict[str, Any]:
     # a family whose search fails (every trial errored) is left out and named, the others still compare
     outcomes, failed = [], []
     for f in files:
-        o = tune(ctx.yaml(f), ctx, data if ctx.quick else None, allow_fail=True)
-        (outcomes.append(o) if o is not None else failed.append(f.removesuffix(".yaml")))
+        family = f.removesuffix(".yaml")
+        if rerun is not None and family not in rerun:
+            o = stored_search(ctx, f"arch_{family}")
+            log(f"search {o['name']}: reused from {o['search_dir']} (not in --rerun)")
+        else:
+            o = tune(ctx.yaml(f), ctx, data if ctx.quick else None, allow_fail=True)
+        (outcomes.append(o) if o is not None else failed.append(family))
     if not outcomes:
         raise SystemExit("[study] architectures: every search failed")
     rep = report(outcomes, ctx, data)
@@ -318,7 +337,11 @@ def run_architectures(ctx: Context, only: list[str] | None) -> dict[str, Any]:
                    {"title": "Against the published DeepLense numbers", "head": pub["head"], "rows": pub["table"]}],
         "findings": summ["findings"],
         "notes": pub["notes"] + ([f"Searches that failed (no scored trial) and are missing from the table: "
-                                  f"{', '.join(failed)}."] if failed else []),
+                                  f"{', '.join(failed)}."] if failed else [])
+                 + ([f"Rebuilt with `--rerun {','.join(rerun)}`: only those searches ran in this command (its wall "
+                     f"time above); every other family's search is the earlier full run's, read back from the work "
+                     f"store (search folders: {', '.join(Path(o['search_dir']).name for o in outcomes)})."]
+                    if rerun else []),
         "figures": [{"path": _rel(ctx, fig), "caption": "gain over bicubic of each family's best model (test split, "
                                                          "95 % bootstrap CI)"}],
         "report": "report", "summary": summ, "published": pub,
@@ -629,10 +652,17 @@ def _downstream_figure(rows, path):
 # ------------------------------------------------------------------------------------------ main
 def run_question(question: str, args) -> dict[str, Any]:
     ctx = Context(question, args.scale, args.quick, args.work)
-    ctx.fresh()
+    if args.rerun:
+        ctx.command += f" --rerun {','.join(args.rerun)}"
+    if args.rerun and question != "architectures":
+        raise SystemExit("[study] --rerun applies to the architectures question only")
+    unknown = sorted(set(args.rerun or ()) - {y.removesuffix(".yaml") for y in QUESTIONS["architectures"].yamls})
+    if unknown:
+        raise SystemExit(f"[study] --rerun: unknown families {', '.join(unknown)}")
+    ctx.fresh(keep_store=bool(args.rerun))
     log(f"{question}: scale {args.scale}{' (quick)' if args.quick else ''} on {ctx.label}; work {ctx.work}")
     if question == "architectures":
-        return run_architectures(ctx, args.only)
+        return run_architectures(ctx, args.only, args.rerun)
     if question in ("preprocessing", "optimisation"):
         return run_effects(ctx)
     if question == "search_efficiency":
@@ -649,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a smoke run of the machinery into <question>/_quick/")
     ap.add_argument("--work", type=Path, default=HERE / "_work", help="work store and data (default: %(default)s)")
     ap.add_argument("--only", type=lambda s: s.split(","), help="architectures: only these families (comma list)")
+    ap.add_argument("--rerun", type=lambda s: s.split(","),
+                    help="architectures: rerun only these families' searches (comma list) and read every other "
+                         "family's newest search back from the work store, then rebuild the folder")
     ap.add_argument("--seeds", type=int, nargs="+", help="search_efficiency: searcher seeds (default 0 1 2 on cpu)")
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -3,10 +3,16 @@ Refinement"), with DDIM sampling (Song et al. 2020) so ``model(lr)`` stays affor
 
 - Target: the residual over bicubic, ``x0 = (hr - bicubic(lr)) / residual_scale``; the network never
   generates the bicubic part, only the detail on top of it.
-- Conditioning: bicubic(lr) concatenated channel-wise to the noisy residual; the small UNet predicts the
-  noise (epsilon). ``training_loss(lr, hr)`` is the DDPM objective, MSE(eps_hat, eps) at a uniformly drawn
-  timestep (global torch RNG, so the training loop's seed governs it; pass ``generator`` for a fixed draw,
-  as validation does).
+- Conditioning: bicubic(lr) concatenated channel-wise to the noisy residual. ``prediction`` says what the
+  small UNet outputs: ``x0`` (default) the clean residual itself, ``eps`` the noise, as in SR3/DDPM.
+  ``training_loss(lr, hr)`` is MSE(x0_hat, x0), or DDPM's MSE(eps_hat, eps), at a uniformly drawn timestep
+  (global torch RNG, so the training loop's seed governs it; pass ``generator`` for a fixed draw, as
+  validation does).
+- Why ``x0`` by default: the UNet's last conv is zero-initialised, so an untrained x0 model samples exactly
+  bicubic(lr) (x0_hat = 0 at every step) and every update moves it off bicubic, like the pixel models. An
+  untrained or briefly trained ``eps`` model instead amplifies its noise error by 1/sqrt(alpha_bar) at the
+  high-noise steps: with few DDIM steps and a CPU-sized budget its samples sit at the clamp, far below
+  bicubic (measured: the architectures study's cpu run, experiments/studies/architectures).
 - Sampling (``forward``): DDIM with eta = 0 over ``sample_steps`` evenly spaced timesteps. The initial
   noise is a fixed 256x256 tile drawn once from ``torch.Generator().manual_seed(0)`` (a non-persistent
   buffer), tiled over larger images and shared by all images of a batch: ``model(lr)`` is deterministic,
@@ -123,8 +129,9 @@ class UNet(nn.Module):
 class DiffusionSR(nn.Module):
     def __init__(self, scale: int = 2, in_channels: int = 1, base_channels: int = 32, channel_mults: str = "1,2",
                  num_res_blocks: int = 1, timesteps: int = 1000, sample_steps: int = 10, schedule: str = "cosine",
-                 residual_scale: float = 0.1, clip_residual: float = 1.0):
+                 residual_scale: float = 0.1, clip_residual: float = 1.0, prediction: str = "x0"):
         super().__init__()
+        self.prediction = prediction
         mults = tuple(int(m) for m in channel_mults.split(","))
         self.scale, self.timesteps = check_scale(scale), timesteps
         self.residual_scale, self.clip_x0 = residual_scale, clip_residual / residual_scale
@@ -151,7 +158,7 @@ class DiffusionSR(nn.Module):
         prev = [self._ab[t] for t in ts[1:]] + [1.0]
         self._plan = [(t, self._ab[t], p) for t, p in zip(ts, prev)]
 
-    def _eps(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _net(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.unet(torch.cat([x, cond], 1), t * (1000.0 / self.timesteps))
 
     def _initial_noise(self, like: torch.Tensor) -> torch.Tensor:
@@ -161,7 +168,7 @@ class DiffusionSR(nn.Module):
 
     def training_loss(self, lr: torch.Tensor, hr: torch.Tensor,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """DDPM noise-prediction MSE at a random timestep per image (scalar). Timesteps and noise come from
+        """MSE of the UNet's prediction (x0 or eps, per ``prediction``) at a random timestep per image (scalar). Timesteps and noise come from
         ``generator`` (on ``hr``'s device) when given, else from the global torch RNG."""
         up = bicubic(lr, self.scale)
         x0 = pad_to_multiple((hr - up) / self.residual_scale, self.multiple)
@@ -169,9 +176,10 @@ class DiffusionSR(nn.Module):
         t = torch.randint(0, self.timesteps, (hr.shape[0],), device=hr.device, generator=generator)
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        eps = self._eps(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, cond, t)
+        out = self._net(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, cond, t)
+        target = x0 if self.prediction == "x0" else noise
         h, w = hr.shape[-2:]
-        return F.mse_loss(eps[..., :h, :w], noise[..., :h, :w])
+        return F.mse_loss(out[..., :h, :w], target[..., :h, :w])
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """Deterministic DDIM (eta = 0) sample: bicubic(lr) + residual_scale * x0."""
@@ -180,11 +188,16 @@ class DiffusionSR(nn.Module):
         cond = pad_to_multiple(up, self.multiple)
         x = self._initial_noise(cond)
         for t, ab, ab_prev in self._plan:
-            eps = self._eps(x, cond, torch.full((1,), float(t), device=lr.device))
-            x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
-            if self.clip_x0 > 0:
-                x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+            out = self._net(x, cond, torch.full((1,), float(t), device=lr.device))
+            if self.prediction == "x0":
+                x0 = out.clamp(-self.clip_x0, self.clip_x0) if self.clip_x0 > 0 else out
                 eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
+            else:
+                eps = out
+                x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+                if self.clip_x0 > 0:
+                    x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+                    eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
             x = math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps
         return up + self.residual_scale * x[..., : h * self.scale, : w * self.scale]
 
@@ -204,6 +217,8 @@ register(ModelSpec(
               low=1e-4, high=10.0),
         Param("clip_residual", float, 1.0,
               "clamp the predicted residual to +-this (image units) while sampling; 0: off", low=0.0, high=1e3),
+        Param("prediction", str, "x0", "what the UNet predicts: x0 (the clean residual; untrained = bicubic) or "
+              "eps (the noise, as in SR3)", choices=("x0", "eps")),
     ),
     summary="SR3-style conditional DDPM on the residual over bicubic (small UNet), deterministic DDIM sampling",
 ))

@@ -254,6 +254,27 @@ def test_diffusion_sampling_is_fixed_and_batch_independent():
     assert model.sample_steps == 5 and not torch.allclose(a, c)
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+def test_untrained_diffusion_samples_exactly_bicubic_and_trains_off_it(scale):
+    """x0 prediction with the zero-initialised last conv: every DDIM step predicts a zero residual, so the
+    untrained sample is bicubic(lr); one step of the denoising objective moves it. An untrained eps model
+    (SR3's parameterisation) is far from bicubic: its x0 estimate at the noisiest step is x / sqrt(alpha_bar)."""
+    x, hr = torch.rand(2, 1, 13, 11), torch.rand(2, 1, 13 * scale, 11 * scale)
+    want = bicubic(x, scale)
+    model = make("diffusion", scale, sample_steps=3)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), want, atol=1e-6, rtol=0)
+        eps_model = make("diffusion", scale, sample_steps=3, prediction="eps").eval()
+        assert (eps_model(x) - want).abs().max() > 0.05
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt.zero_grad()
+    model.training_loss(x, hr).backward()
+    opt.step()
+    with torch.no_grad():
+        assert (model.eval()(x) - want).abs().max() > 1e-4, "one step left the sample at bicubic"
+
+
 # --- cost helpers and CLI -------------------------------------------------------------------------------
 
 
