@@ -156,14 +156,8 @@ def test_a_resumed_search_stops_a_trial_below_the_restored_rung_cutoff(ray_clust
     (Adam lr 0.05 throws the model far off bicubic at once). The search is interrupted (SIGINT, as Ctrl-C) once the
     good trial has completed, before the broken one reports; `--resume` then restores rung 1's record of the good
     trial, and the broken trial is stopped at its first report. Tune alone restored empty rungs and let it run."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     import yaml
+    from helpers import interrupt_tune
     from mlflow.tracking import MlflowClient
 
     from lensearch.cli import main
@@ -180,24 +174,9 @@ def test_a_resumed_search_stops_a_trial_below_the_restored_rung_cutoff(ray_clust
     path = tmp_path / "asharesume.yaml"
     path.write_text(yaml.safe_dump(doc))
     store = tmp_path / "mlruns"
-    repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "lensearch", "tune", str(path), "--store", str(store),
-                             "--address", "auto"],  # join the session's cluster
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(repo)})
-    lines, deadline = [], time.time() + 240
-    try:
-        for line in proc.stdout:  # interrupt once the first trial has completed
-            lines.append(line)
-            if " completed" in line and line.startswith("["):
-                proc.send_signal(signal.SIGINT)
-                break
-            assert time.time() < deadline, "".join(lines)
-        lines.append(proc.communicate(timeout=120)[0])
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, "".join(lines)
+    # interrupted (Ctrl-C) once the first trial has completed; --address auto joins the session's cluster
+    code, output = interrupt_tune(path, "--store", store, "--address", "auto", cwd=tmp_path)
+    assert code == 130, output
     search_dir = next((store / "searches").glob("asharesume-*"))
     saved = load(search_dir / STATE_FILE)
     rungs = dict(saved["brackets"][0])
