@@ -436,8 +436,16 @@ _DEATH_MARKS = ("ActorDiedError", "RayActorError", "WorkerCrashedError", "actor 
                 "ActorUnavailableError", "exits unexpectedly")
 
 
+_NAMED_DEATH = re.compile(r"\bworkers? \d+(?:, \d+)* died(?: \([^)\n]*\))?")  # runner.WorkerDied's words
+
+
 def death_cause(text: str) -> str | None:
-    """``"worker died (SIGKILL)"``-like words when ``text`` (a trial's error) says a process died, else None."""
+    """``"worker 1 died (SIGKILL or out of memory)"``-like words when ``text`` (a trial's error) says a process
+    died, else None. A multi-worker trial names the dead worker's rank (:class:`~lensearch.training.runner.WorkerDied`);
+    a single-worker trial's own process dying is ``worker died (...)``."""
+    named = _NAMED_DEATH.search(text)
+    if named:
+        return named.group(0)
     if not any(mark in text for mark in _DEATH_MARKS):
         return None
     if "exit code 2" in text or "connection error code 2" in text:  # what Ray says for a SIGKILLed worker
