@@ -155,6 +155,14 @@ class MLflowTracker(Callback):
         # start from the state file, not from whatever this object held when it was pickled.
         return {**self.__dict__, "_client": None, "_ready": False, "_monitors": {}}
 
+    def relocate(self, search_dir: Path) -> None:
+        """Work in ``search_dir`` from now on: the copy Tune unpickles on ``--resume`` names the directory the
+        search started in, which on another machine (a search in object storage, resumed from elsewhere) or
+        after a move is not this run's."""
+        self.search_dir = Path(search_dir)
+        if "trials_dir" in self.info:
+            self.info["trials_dir"] = self.search_dir / Path(self.info["trials_dir"]).name
+
     def _start_monitor(self, trial_id: str, run_id: str, resumed: bool) -> None:
         """Sample system metrics (CPU, memory, GPU where MLflow sees one) into the trial's run, from this
         process (the driver's machine), every ``search_info["system_metrics"]`` seconds."""
