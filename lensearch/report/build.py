@@ -245,7 +245,8 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
     doc.h(2, f"Search '{s.name}'")
     doc.p(f"{len(s.trials)} trials ({', '.join(f'{n} {k}' for k, n in states.items())}); objective"
           f"{'s' if len(s.objectives) > 1 else ''}: {', '.join(f'{m} ({d})' for m, d in s.objectives)}; "
-          f"{'stored at' if s.uri else 'directory'} {s.location}; MLflow parent run {s.parent_run_id} at {s.tracking_uri}.")
+          f"{'stored at' if s.uri else 'directory'} {s.location}; MLflow parent run {s.parent_run_id} at "
+          f"{s.tracking_uri}.")
 
     # ---- leaderboard per architecture
     best = best_per_model(s)
