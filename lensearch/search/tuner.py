@@ -317,8 +317,9 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=None if remote else store)
         max_retries = int(budget.get("max_retries", 1))
         tracker.info["max_retries"] = max_retries
+        printer = ProgressPrinter(primary.metric, max_epochs, max_retries, setup["trials_uri"] or str(trials_dir))
         callbacks = [tracker] + ([StoreMirror(remote, search_dir)] if remote is not None else []) \
-            + ([] if opts.quiet else [ProgressPrinter(primary.metric, max_epochs, max_retries)]) + opts.callbacks
+            + ([] if opts.quiet else [printer]) + opts.callbacks
         if not opts.quiet:
             print(f"lensearch: search '{search.name}' -> {search_uri or search_dir}\n"
                   f"lensearch: {budget['num_samples']} trials x <= {max_epochs} epochs, {resources.workers} "
@@ -328,7 +329,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         if resuming and tune.Tuner.can_restore(tune_dir):
             tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
-            _relocate_callbacks(tuner, search_dir, search_uri)
+            _relocate_restored(tuner, search_dir, search_uri)
         else:
             expect(not resuming, f"--resume: {search_dir} holds no restorable search state")
             if fixed_config is not None:
@@ -425,14 +426,18 @@ def _refit(outcome: SearchOutcome, search: SearchFile, trainable, seconds: float
     outcome.seconds = time.time() - t0
 
 
-def _relocate_callbacks(tuner, search_dir: Path, search_uri: str | None) -> None:
-    """Point the callbacks Tune unpickled on ``--resume`` (the MLflow tracker, the store mirror, the scheduler's
-    keeper) at this run's search directory: they name the one the search started in, which differs when a search
-    in object storage is resumed from another machine (another cache) or a local one was moved."""
-    try:
-        restored = tuner._local_tuner.get_run_config().callbacks or []  # (Tune offers no public way)
-    except AttributeError:  # pragma: no cover - Tune's internals moved: the callbacks keep their old paths
+def _relocate_restored(tuner, search_dir: Path, search_uri: str | None) -> None:
+    """Point what Tune unpickled on ``--resume`` (the MLflow tracker, the store mirror, the scheduler's keeper,
+    the progress printer, the Optuna searcher's journal) at this run's search directory: they name the one the
+    search started in, which differs when a search in object storage is resumed from another machine (another
+    cache) or a local one was moved."""
+    try:  # (Tune offers no public way)
+        restored = tuner._local_tuner.get_run_config().callbacks or []
+        searcher = tuner._local_tuner._tune_config.search_alg
+    except AttributeError:  # pragma: no cover - Tune's internals moved: they keep their old paths
         return
+    if hasattr(searcher, "relocate"):
+        searcher.relocate(search_dir / OPTUNA_JOURNAL)
     for callback in restored:
         if isinstance(callback, SchedulerStateKeeper):
             from lensearch.storage import join
