@@ -7,6 +7,11 @@ module imports another.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +23,10 @@ from lensearch.models import registry
 from lensearch.training.checkpoint import save_checkpoint
 from lensearch.training.config import resolve_run_config
 
-__all__ = ["RDN", "fake_search", "skimage_psnr"]
+__all__ = ["RDN", "REPO", "TWO_NODES", "fake_search", "free_port", "interrupt_tune", "skimage_psnr"]
 
 RDN = {"num_features": 8, "num_blocks": 1, "num_layers": 2, "growth": 8}
+REPO = Path(__file__).resolve().parents[1]
 
 
 def fake_search(store: Path, name: str, trials: dict, data: Path, objective=None, epochs: dict | None = None) -> Path:
@@ -91,3 +97,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def interrupt_tune(*args: str, cwd: Path, env: dict | None = None, sig: int = signal.SIGINT,
+                   timeout: float = 240.0) -> tuple[int, str]:
+    """Run ``python -m lensearch tune *args`` (this checkout on PYTHONPATH, output unbuffered, stdout and stderr
+    together), send it ``sig`` (Ctrl-C's SIGINT, or SIGTERM) once the first trial has completed (its progress
+    line ``[   12.3s] trial ... completed``), and wait for it to end; returns its exit status and whole output.
+    ``timeout``: seconds to wait for that line; the process is killed if it outlives the test."""
+    proc = subprocess.Popen([sys.executable, "-m", "lensearch", "tune", *map(str, args)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **(env or {})})
+    lines, deadline = [], time.time() + timeout
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if " completed" in line and line.startswith("["):
+                proc.send_signal(sig)
+                break
+            assert time.time() < deadline, "".join(lines)
+        lines.append(proc.communicate(timeout=120)[0])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(lines)

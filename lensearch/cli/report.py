@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lensearch.cli._args import location
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -24,12 +26,14 @@ def register(subparsers: Any) -> None:
                     "LR-trained, bicubic, SR and HR images, with bootstrap intervals). Definitions: "
                     "docs/report.md.")
     p.add_argument("searches", nargs="+", metavar="SEARCH",
-                   help="a search directory, a search name (its latest run under STORE/searches) or an MLflow "
-                        "parent run id; several make one report")
+                   help="a search directory, a search name (its latest run under STORE/searches), a search "
+                        "stored in object storage (s3://BUCKET/PREFIX/searches/NAME-STAMP) or an MLflow parent "
+                        "run id; several make one report")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the report folder to write")
-    p.add_argument("--store", default="mlruns", type=Path, help="where searches live (default: ./mlruns)")
+    p.add_argument("--store", default="mlruns", type=location,
+                   help="where searches live (default: ./mlruns): a path or s3://BUCKET/PREFIX")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sqlite database of the search's store)")
-    p.add_argument("--data", type=Path, metavar="FILE.h5",
+    p.add_argument("--data", type=location, metavar="FILE.h5",
                    help="score the best checkpoints on this file's test split (and draw panels and physics from it); "
                         "default: no test scores, panels and physics from the val split of the search's data file "
                         "when it still exists")

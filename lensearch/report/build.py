@@ -237,7 +237,7 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
     tag = f"s{idx}_{_slug(s.name)}"
     ref = s.reference
     scored = _sorted_trials(s)
-    result: dict[str, Any] = {"name": s.name, "dir": str(s.dir), "parent_run_id": s.parent_run_id}
+    result: dict[str, Any] = {"name": s.name, "dir": s.location, "parent_run_id": s.parent_run_id}
     states: dict[str, int] = {}
     for t in s.trials:
         k = figures.state_kind(t.state)
@@ -245,7 +245,8 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
     doc.h(2, f"Search '{s.name}'")
     doc.p(f"{len(s.trials)} trials ({', '.join(f'{n} {k}' for k, n in states.items())}); objective"
           f"{'s' if len(s.objectives) > 1 else ''}: {', '.join(f'{m} ({d})' for m, d in s.objectives)}; "
-          f"directory {s.dir}; MLflow parent run {s.parent_run_id} at {s.tracking_uri}.")
+          f"{'stored at' if s.uri else 'directory'} {s.location}; MLflow parent run {s.parent_run_id} at "
+          f"{s.tracking_uri}.")
 
     # ---- leaderboard per architecture
     best = best_per_model(s)
@@ -391,9 +392,7 @@ def _search_section(doc: Doc, s: SearchData, out: Path, data: Path | None, idx: 
         result["pareto"] = sorted(on)
 
     # ---- images and physics
-    image_file = data
-    if image_file is None and s.data_path and Path(s.data_path).is_file():
-        image_file = Path(s.data_path)
+    image_file = data if data is not None else _search_data_file(s.data_path, log)
     split = "test" if data is not None else "val"
     if image_file is not None and best:
         scores = test if (test and split == "test") else None
@@ -501,6 +500,28 @@ def _check_out(out: Path, overwrite: bool) -> None:
                + (" and holds no report.html (--overwrite replaces only an earlier report)" if overwrite else ""))
 
 
+def _local_data(data: str | os.PathLike) -> Path:
+    """``--data`` as a local file: a path as given, a storage URI (``s3://...``) downloaded once into the cache."""
+    from lensearch.storage import fetch, is_uri
+
+    return fetch(str(data), "data") if is_uri(str(data)) else Path(data).resolve()
+
+
+def _search_data_file(path: str | None, log: Callable[[str], None]) -> Path | None:
+    """The search's own data file when it is still at hand: a path that exists, or a URI that can be fetched."""
+    if not path:
+        return None
+    from lensearch.storage import is_uri
+
+    if not is_uri(path):
+        return Path(path) if Path(path).is_file() else None
+    try:
+        return _local_data(path)
+    except (UserError, OSError) as err:  # gone from the store, no access from here: the report goes on without them
+        log(f"the search's data file is not at hand ({err}); image panels and physics are left out")
+        return None
+
+
 def build_report(searches: list[str], out: str | os.PathLike, *, store: str | os.PathLike = "mlruns",
                  tracking_uri: str | None = None, data: str | os.PathLike | None = None, overwrite: bool = False,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -512,7 +533,7 @@ def build_report(searches: list[str], out: str | os.PathLike, *, store: str | os
     if data is not None:
         from lensearch.data.store import open_h5
 
-        data = Path(data).resolve()
+        data = _local_data(data)
         expect(data.is_file(), f"--data {data}: no such file")
         info = open_h5(data)
         expect(info.splits.get("test"), f"--data {data}: the test split is empty; nothing to score")

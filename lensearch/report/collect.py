@@ -71,6 +71,12 @@ class SearchData:
     reference: dict[str, float]
     trials: list[TrialData]
     max_epochs: int | None
+    uri: str | None = None   # where the search is stored when in object storage (``dir`` is then a local copy)
+
+    @property
+    def location(self) -> str:
+        """The search as the user knows it: its URI in object storage, else its directory."""
+        return self.uri or str(self.dir)
 
     @property
     def primary(self) -> tuple[str, str]:
@@ -134,16 +140,16 @@ def collect_one(search: str, store: str | Path = "mlruns", tracking_uri: str | N
 
     ref = find_search(search, store, tracking_uri)
     if not ref.parent_run_id:
-        raise UserError(f"{ref.dir}: no MLflow parent run recorded (mlflow_runs.json has none); was the search "
-                        f"started?")
+        raise UserError(f"{ref.uri or ref.dir}: no MLflow parent run recorded (mlflow_runs.json has none); was the "
+                        f"search started?")
     client = _client(ref.tracking_uri)
     try:
         parent = client.get_run(ref.parent_run_id)
         children = client.search_runs([parent.info.experiment_id],
                                       f"tags.mlflow.parentRunId = '{ref.parent_run_id}'", max_results=5000)
     except MlflowException as err:
-        raise UserError(f"search {ref.dir}: its MLflow parent run {ref.parent_run_id} is not in {ref.tracking_uri} "
-                        f"({err.message.splitlines()[0]}); pass --tracking-uri") from None
+        raise UserError(f"search {ref.uri or ref.dir}: its MLflow parent run {ref.parent_run_id} is not in "
+                        f"{ref.tracking_uri} ({err.message.splitlines()[0]}); pass --tracking-uri") from None
     summary: dict[str, Any] = dict(parent.data.metrics)
     summary.update({k[len("summary."):]: v for k, v in parent.data.tags.items() if k.startswith("summary.")})
     reference = {k: float(v) for k, v in parent.data.metrics.items()
@@ -177,7 +183,7 @@ def collect_one(search: str, store: str | Path = "mlruns", tracking_uri: str | N
             t.params = {**by_id[source].params, **t.params}
     trials.sort(key=lambda t: t.trial_id)
     return SearchData(ref.name, ref.dir, [tuple(o) for o in ref.objectives], ref.tracking_uri, ref.parent_run_id,
-                      dict(parent.data.params), summary, reference, trials, ref.max_epochs)
+                      dict(parent.data.params), summary, reference, trials, ref.max_epochs, uri=ref.uri)
 
 
 def collect(searches: list[str], store: str | Path = "mlruns", tracking_uri: str | None = None) -> list[SearchData]:

@@ -156,10 +156,10 @@ def how_to_make_one(searches: list) -> str:
     s = searches[0]
     data = s.data_path or "DATA.h5"
     export = f"{s.name}-export"
-    store = Path(s.dir).parent.parent if Path(s.dir).parent.name == "searches" else None
+    store = Path(s.dir).parent.parent if Path(s.dir).parent.name == "searches" and not s.uri else None
     where = (["--store", str(store)] if store is not None and s.tracking_uri == f"sqlite:///{store / 'mlflow.db'}"
              else ["--tracking-uri", s.tracking_uri])  # the search's own MLflow store, where this report looks
-    words = ["lensearch", "export", str(s.dir), "--out", export, *where]
+    words = ["lensearch", "export", s.location, "--out", export, *where]
     words2 = ["lensearch", "downstream", str(data), "--sr", export, "--out", f"{s.name}-downstream", *where]
     return " ".join(map(shlex.quote, words)) + " && " + " ".join(map(shlex.quote, words2))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -17,9 +18,17 @@ from lensearch.search.tracking import death_cause, end_state, retry_message, tri
 class ProgressPrinter(Callback):
     """One line per trial event on stderr: start, each epoch's objective, end state."""
 
-    def __init__(self, metric: str, max_epochs: int, max_retries: int = 0):
+    def __init__(self, metric: str, max_epochs: int, max_retries: int = 0, trials: str | None = None):
         self.metric, self.max_epochs, self.max_retries = metric, max_epochs, max_retries
+        self.trials = trials  # the search's trials folder (path or URI): where a retried trial's last.pt is
         self.t0 = time.time()
+
+    def relocate(self, search_dir) -> None:
+        """This run's trials folder (on ``--resume``, Tune's unpickled copy names the one the search started in)."""
+        from lensearch.storage import is_uri
+
+        if self.__dict__.get("trials") and not is_uri(str(self.trials)):
+            self.trials = str(Path(search_dir) / Path(self.trials).name)
 
     def __setstate__(self, state):  # unpickled by Tuner.restore: count time from the restart
         self.__dict__.update(state, t0=time.time())
@@ -46,7 +55,8 @@ class ProgressPrinter(Callback):
     def on_trial_recover(self, iteration, trials, trial, **info):
         if death_cause(trial_error_text(trial)) is None:
             return  # an error it raised: restarted only to re-raise it (trial_function), shown as errored
-        self._say(f"trial {trial.trial_id} {retry_message(trial, getattr(self, 'max_retries', 0))}")
+        why = retry_message(trial, getattr(self, "max_retries", 0), self.__dict__.get("trials"))
+        self._say(f"trial {trial.trial_id} {why}")
 
 
 def _short(value: Any) -> str:

@@ -126,6 +126,10 @@ class StoreMirror(Callback):
     def __init__(self, store: RemoteStore, search_dir: Path):
         self.store, self.search_dir = store, Path(search_dir)
 
+    def relocate(self, search_dir: Path) -> None:
+        """Mirror the working copy ``search_dir`` (this run's, on ``--resume`` from another machine)."""
+        self.search_dir = Path(search_dir)
+
     def _push(self) -> None:
         try:
             self.store.push(self.search_dir)

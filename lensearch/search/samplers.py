@@ -104,6 +104,30 @@ def make_searcher(search: SearchFile, max_epochs: int, num_samples: int | None =
             if value is not None and epoch is not None and math.isfinite(value):
                 self._ot_trials[trial_id].report(float(value), int(epoch))
 
+        def relocate(self, journal: Path) -> None:
+            """Keep the study in ``journal`` (this run's copy of the search's ``optuna.journal``): on ``--resume``
+            Tune unpickles this searcher, and then restores its saved state, with the journal path of the machine
+            the search started on (another cache for a search in object storage)."""
+            self._relocated_journal = str(journal)
+            self._point_at(self._relocated_journal)
+
+        def _point_at(self, path: str) -> None:
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            study = self.__dict__.get("_ot_study")
+            for store in (self.__dict__.get("_storage"), getattr(study, "_storage", None)):
+                backend = getattr(store, "_backend", None)
+                if (isinstance(store, JournalStorage) and isinstance(backend, JournalFileBackend)
+                        and backend._file_path != path):
+                    store._backend = JournalFileBackend(path)
+
+        def restore(self, checkpoint_path: str) -> None:
+            target = self.__dict__.get("_relocated_journal")  # the saved state would put the old path back
+            super().restore(checkpoint_path)
+            if target:
+                self.relocate(target)
+
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             # a trial that hit its own time limit (budget.trial_time_s) ran its whole budget: complete
             stopped_early = (not error and result is not None and not result.get("time_limit_reached")

@@ -162,12 +162,22 @@ def load(path: Path) -> dict[str, Any] | None:
 
 class SchedulerStateKeeper(Callback):
     """Saves ``scheduler``'s records to ``path`` after each result and trial end; on the first step of a run
-    that finds the file (a resumed search), restores them first and says so on stderr (unless ``quiet``)."""
+    that finds the file (a resumed search), restores them first and says so on stderr (unless ``quiet``).
 
-    def __init__(self, scheduler: Any, path: Path, quiet: bool = False):
-        self.scheduler, self.path, self.quiet = scheduler, Path(path), quiet
+    ``uri``: with a search in object storage, the file's place in the store. Each save is uploaded there too (the
+    driver's working copy is only a cache, and the rest of the search directory is mirrored only when a trial
+    ends), and a resumed run whose working copy lacks the file reads it from there."""
+
+    def __init__(self, scheduler: Any, path: Path, quiet: bool = False, uri: str | None = None):
+        self.scheduler, self.path, self.quiet, self.uri = scheduler, Path(path), quiet, uri
         self._started = False
         self._written: str | None = None
+
+    def relocate(self, search_dir: Path, uri: str | None = None) -> None:
+        """Keep the file in ``search_dir`` (and at ``uri``): on ``--resume`` Tune unpickles this callback with the
+        directory the search started in, which is not this run's on another machine or after a move."""
+        self.path = Path(search_dir) / STATE_FILE
+        self.uri = uri if uri is not None else self.uri
 
     def __getstate__(self):  # pickled into tuner.pkl at the start: a resumed run starts unrestored
         return {**self.__dict__, "_started": False, "_written": None}
@@ -180,6 +190,14 @@ class SchedulerStateKeeper(Callback):
         if self._started:
             return
         self._started = True
+        if not self.path.is_file() and self.uri:
+            try:
+                from lensearch import storage
+
+                storage.download(self.uri, self.path)
+            except Exception as err:  # the store is unreachable: say so, go on with empty records
+                self._note(f"lensearch: --resume: could not read {self.uri} ({err}); early stopping starts with "
+                           f"empty records")
         state = load(self.path)
         if state is None:
             return
@@ -198,6 +216,17 @@ class SchedulerStateKeeper(Callback):
         if text != self._written:
             save(state, self.path)
             self._written = text
+            if self.uri:
+                self._upload(text)
+
+    def _upload(self, text: str) -> None:
+        from lensearch import storage
+
+        try:
+            storage.write_bytes(self.uri, text.encode())
+        except Exception as err:  # a failed upload must not stop the search: the next save (or the mirror) retries
+            self._note(f"lensearch: could not upload {self.path.name} to {self.uri}: {err}")
+            self._written = None
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info) -> None:
         self._save()  # Tune calls the scheduler first, then its callbacks: this result is in the records
@@ -209,9 +238,13 @@ class SchedulerStateKeeper(Callback):
         self._save()
 
 
-def keepers(scheduler: Any, search_dir: Path, quiet: bool = False) -> list[Callback]:
-    """The callbacks a new search adds to keep ``scheduler``'s state in ``search_dir`` (none for FIFO, no
-    scheduler, or one whose state is not covered)."""
+def keepers(scheduler: Any, search_dir: Path, quiet: bool = False, uri: str | None = None) -> list[Callback]:
+    """The callbacks a new search adds to keep ``scheduler``'s state in ``search_dir`` (and, for a search in
+    object storage, at ``uri``/``scheduler_state.json``); none for FIFO, no scheduler, or one whose state is not
+    covered."""
     if scheduler is None or not supported(scheduler):
         return []
-    return [SchedulerStateKeeper(scheduler, Path(search_dir) / STATE_FILE, quiet=quiet)]
+    from lensearch.storage import join
+
+    return [SchedulerStateKeeper(scheduler, Path(search_dir) / STATE_FILE, quiet=quiet,
+                                 uri=join(uri, STATE_FILE) if uri else None)]

@@ -29,6 +29,7 @@ from lensearch.data.digest import file_digest, quick_digest  # noqa: F401  (re-e
 from lensearch.errors import UserError
 from lensearch.search.layout import best_checkpoint
 from lensearch.search.refit import REFIT_OF, refit_state
+from lensearch.storage import join
 from lensearch.training.runner import error_line
 
 STATE_FILE = "mlflow_runs.json"
@@ -154,6 +155,14 @@ class MLflowTracker(Callback):
         # Tune pickles callbacks with the experiment and, on Tuner.restore, uses the unpickled copy: it must
         # start from the state file, not from whatever this object held when it was pickled.
         return {**self.__dict__, "_client": None, "_ready": False, "_monitors": {}}
+
+    def relocate(self, search_dir: Path) -> None:
+        """Work in ``search_dir`` from now on: the copy Tune unpickles on ``--resume`` names the directory the
+        search started in, which on another machine (a search in object storage, resumed from elsewhere) or
+        after a move is not this run's."""
+        self.search_dir = Path(search_dir)
+        if "trials_dir" in self.info:
+            self.info["trials_dir"] = self.search_dir / Path(self.info["trials_dir"]).name
 
     def _start_monitor(self, trial_id: str, run_id: str, resumed: bool) -> None:
         """Sample system metrics (CPU, memory, GPU where MLflow sees one) into the trial's run, from this
@@ -299,7 +308,8 @@ class MLflowTracker(Callback):
         run_id = self.run_id(trial.trial_id)
         if run_id is not None and death_cause(trial_error_text(trial)) is not None:
             self.client.set_tag(run_id, f"retry.{trial.num_failures}",
-                                retry_message(trial, self.info.get("max_retries", 0))[:5000])
+                                retry_message(trial, self.info.get("max_retries", 0),
+                                              self.info.get("trials_uri") or self.info.get("trials_dir"))[:5000])
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ensure()
@@ -436,8 +446,16 @@ _DEATH_MARKS = ("ActorDiedError", "RayActorError", "WorkerCrashedError", "actor 
                 "ActorUnavailableError", "exits unexpectedly")
 
 
+_NAMED_DEATH = re.compile(r"\bworkers? \d+(?:, \d+)* died(?: \([^)\n]*\))?")  # runner.WorkerDied's words
+
+
 def death_cause(text: str) -> str | None:
-    """``"worker died (SIGKILL)"``-like words when ``text`` (a trial's error) says a process died, else None."""
+    """``"worker 1 died (SIGKILL or out of memory)"``-like words when ``text`` (a trial's error) says a process
+    died, else None. A multi-worker trial names the dead worker's rank (:class:`~lensearch.training.runner.WorkerDied`);
+    a single-worker trial's own process dying is ``worker died (...)``."""
+    named = _NAMED_DEATH.search(text)
+    if named:
+        return named.group(0)
     if not any(mark in text for mark in _DEATH_MARKS):
         return None
     if "exit code 2" in text or "connection error code 2" in text:  # what Ray says for a SIGKILLed worker
@@ -447,14 +465,18 @@ def death_cause(text: str) -> str | None:
     return "worker died" + (f" ({how})" if how else "")
 
 
-def retry_message(trial, max_retries: int) -> str:
+def retry_message(trial, max_retries: int, trials: str | os.PathLike | None = None) -> str:
     """One line for a trial Tune is about to restart, naming the cause, e.g.
-    ``worker died (SIGKILL) at epoch 2; retry 1/2 from checkpoint``."""
+    ``worker 1 died (SIGKILL or out of memory) at epoch 2; retry 1/2 from checkpoint``. ``trials``: the search's
+    trials folder (a path or URI), where the trial's ``last.pt`` is looked for when no report named it (a
+    multi-worker trial's last reports can be lost with the worker)."""
     text = trial_error_text(trial)
     last = trial.last_result or {}
     epoch = int(last.get("epoch", 0) or 0) + 1  # it died in the epoch after its last report
     ckpt = last.get("checkpoint_dir")
-    from lensearch.storage import exists, is_uri, join
+    if not ckpt and trials:
+        ckpt = join(str(trials), trial.trial_id, "checkpoints")
+    from lensearch.storage import exists, is_uri
 
     stored = ckpt and (exists(join(ckpt, "last.pt")) if is_uri(ckpt) else (Path(ckpt) / "last.pt").exists())
     whence = "from checkpoint" if stored else "from the start"

@@ -29,6 +29,8 @@ from lensearch.search.refit import REFIT, REFIT_OF, START_S, load_refit_config, 
 from lensearch.search.results import DOWNSTREAM_METRIC, SearchOutcome, outcome_from_results, summary_metrics
 from lensearch.search.samplers import make_scheduler, make_searcher
 from lensearch.search.schema import INCOMPARABLE_METRICS, SearchFile, load_search
+from lensearch.search.scheduler_state import STATE_FILE as SCHEDULER_STATE
+from lensearch.search.scheduler_state import SchedulerStateKeeper, keepers
 from lensearch.training.config import MONITORABLE, resolve_run_config
 from lensearch.training.runner import Resources
 
@@ -315,19 +317,19 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=None if remote else store)
         max_retries = int(budget.get("max_retries", 1))
         tracker.info["max_retries"] = max_retries
+        printer = ProgressPrinter(primary.metric, max_epochs, max_retries, setup["trials_uri"] or str(trials_dir))
         callbacks = [tracker] + ([StoreMirror(remote, search_dir)] if remote is not None else []) \
-            + ([] if opts.quiet else [ProgressPrinter(primary.metric, max_epochs, max_retries)]) + opts.callbacks
+            + ([] if opts.quiet else [printer]) + opts.callbacks
         if not opts.quiet:
             print(f"lensearch: search '{search.name}' -> {search_uri or search_dir}\n"
                   f"lensearch: {budget['num_samples']} trials x <= {max_epochs} epochs, {resources.workers} "
                   f"worker(s)/trial ({resources.cpus_per_worker:g} CPU{' + GPU' if resources.use_gpu else ''}"
                   f" each), up to {concurrency} at once; MLflow: {tracking_uri}", file=sys.stderr, flush=True)
         tune_dir = join(storage_path, TUNE)  # Tune syncs this folder wholesale: our own files stay outside it
-        from lensearch.search.scheduler_state import keepers
-
         if resuming and tune.Tuner.can_restore(tune_dir):
             tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
+            _relocate_restored(tuner, search_dir, search_uri)
         else:
             expect(not resuming, f"--resume: {search_dir} holds no restorable search state")
             if fixed_config is not None:
@@ -343,7 +345,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                 # a copy: Tune appends its own loggers (open files) to the list, which a refit could not pickle
                 name=TUNE, storage_path=storage_path, verbose=0,
                 # + the scheduler's records, saved in search_dir and restored on --resume (scheduler_state.py)
-                callbacks=list(callbacks) + keepers(tune_config.scheduler, search_dir, quiet=opts.quiet),
+                callbacks=list(callbacks) + keepers(tune_config.scheduler, search_dir, quiet=opts.quiet,
+                                                    uri=search_uri),
                 failure_config=tune.FailureConfig(max_failures=max_retries)))
         grid, interrupted = _fit_noting_interrupt(tuner)
         tracker.reload()
@@ -421,6 +424,27 @@ def _refit(outcome: SearchOutcome, search: SearchFile, trainable, seconds: float
     outcome.rows.extend(refits.rows)
     outcome.interrupted = interrupted
     outcome.seconds = time.time() - t0
+
+
+def _relocate_restored(tuner, search_dir: Path, search_uri: str | None) -> None:
+    """Point what Tune unpickled on ``--resume`` (the MLflow tracker, the store mirror, the scheduler's keeper,
+    the progress printer, the Optuna searcher's journal) at this run's search directory: they name the one the
+    search started in, which differs when a search in object storage is resumed from another machine (another
+    cache) or a local one was moved."""
+    try:  # (Tune offers no public way)
+        restored = tuner._local_tuner.get_run_config().callbacks or []
+        searcher = tuner._local_tuner._tune_config.search_alg
+    except AttributeError:  # pragma: no cover - Tune's internals moved: they keep their old paths
+        return
+    if hasattr(searcher, "relocate"):
+        searcher.relocate(search_dir / OPTUNA_JOURNAL)
+    for callback in restored:
+        if isinstance(callback, SchedulerStateKeeper):
+            from lensearch.storage import join
+
+            callback.relocate(search_dir, join(search_uri, SCHEDULER_STATE) if search_uri else None)
+        elif hasattr(callback, "relocate"):
+            callback.relocate(search_dir)
 
 
 def _pull_trials(search_dir: Path, search_uri: str | None) -> None:

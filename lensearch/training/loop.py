@@ -109,13 +109,18 @@ def _monitored(metrics: dict[str, float], name: str) -> float:
 def _fault_point(run: dict[str, Any], epoch: int, ctx: RunContext) -> None:
     """Fault-injection hook for tests: ``run["kill_at_epoch"]`` (set by the search driver from the environment
     variable ``LENSEARCH_TEST_KILL_AT_EPOCH``) kills the last rank's process with SIGKILL once that epoch's
-    checkpoint is written and before it is reported, on the first attempt only (a marker file in the run dir)."""
+    checkpoint is written and before it is reported, on the first attempt only (a marker file in the run dir).
+    With several workers it waits a few seconds first: Ray Train collects reports by polling, and a worker that
+    dies within one poll of a report takes that report with it, which would make the test's epochs depend on
+    timing."""
     if run.get("kill_at_epoch") != epoch or ctx.rank != ctx.world_size - 1:
         return
     marker = Path(run["dir"]) / ".fault_injected"
     if marker.exists():
         return
     marker.write_text(f"SIGKILL at epoch {epoch}\n")
+    if ctx.world_size > 1:  # let Ray Train's controller collect the reports already made (it polls every 2 s)
+        time.sleep(3.0)
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)

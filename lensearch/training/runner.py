@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,67 @@ def run_in_trial(config: dict[str, Any], run: dict[str, Any], resources: Resourc
     try:
         trainer.fit()
     except Exception as err:  # surface the worker's own message (e.g. a non-finite loss) as the trial error
+        died = worker_death(err)
+        if died is not None:  # a worker process died: say which and how, not the peers' gloo/NCCL errors
+            raise WorkerDied(died) from err
         raise RuntimeError(_root_message(err)) from err
+
+
+class WorkerDied(RuntimeError):
+    """A DDP worker process of the trial died (killed, out of memory, its node lost), e.g. ``worker 1 died
+    (SIGKILL or out of memory)``. The search restarts the trial (``budget.max_retries``) from its checkpoint."""
+
+
+# Ray's words for a process that ended without raising (checked on the dead worker's own error)
+_DEATH_TYPES = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError", "NodeDiedError",
+                "OutOfMemoryError", "WorkerHealthCheckFailedError")
+
+
+def _died(error: BaseException) -> bool:
+    """Whether ``error`` (one worker's failure in a Ray Train worker group) is that worker's process dying, as
+    opposed to an error the worker raised — such as its peers' ``Connection closed by peer`` in a collective
+    when another worker died."""
+    inner = getattr(error, "health_check_failure", None)  # WorkerHealthCheckFailedError wraps the actor's death
+    return any(type(e).__name__ in _DEATH_TYPES for e in (error, inner) if e is not None)
+
+
+def how_it_died(text: str) -> str | None:
+    """What Ray's text of a dead process says about the cause: a signal, out of memory, a lost node."""
+    if "OutOfMemoryError" in text or "running low on memory" in text:
+        return "out of memory"
+    if "NodeDiedError" in text or "node died" in text.lower() or "node failure" in text.lower():
+        return "node lost"
+    signal = re.search(r"(?:killed by|exited from|terminated by) signal:? ?(SIG[A-Z]+|\d+)", text)
+    if signal:
+        name = signal.group(1)
+        if name.isdigit():
+            import signal as signals
+
+            try:
+                name = signals.Signals(int(name)).name
+            except ValueError:
+                name = f"signal {name}"
+        return name
+    if "exit code 2" in text or "connection error code 2" in text:  # Ray's words for a SIGKILLed worker
+        return "SIGKILL or out of memory"
+    for mark in ("SIGKILL", "SIGTERM", "SIGSEGV"):
+        if mark in text:
+            return mark
+    return None
+
+
+def worker_death(err: BaseException) -> str | None:
+    """``"worker 1 died (SIGKILL or out of memory)"`` when Ray Train's ``err`` (a ``WorkerGroupError``) says that a
+    worker's process died, naming its rank(s) and the cause; None when every failed worker raised an error of its
+    own."""
+    failures = getattr(err, "worker_failures", None) or {}
+    dead = {rank: e for rank, e in failures.items() if _died(e)}
+    if not dead:
+        return None
+    ranks = sorted(dead)
+    how = next((h for h in (how_it_died(str(dead[r])) for r in ranks) if h), None)
+    who = f"worker {ranks[0]}" if len(ranks) == 1 else f"workers {', '.join(map(str, ranks))}"
+    return f"{who} died" + (f" ({how})" if how else "")
 
 
 _USEFUL = ("lensearch.", "NonFiniteLoss", "RuntimeError", "ValueError", "UserError")

@@ -123,6 +123,41 @@ def test_a_trial_whose_process_is_killed_is_retried_from_its_checkpoint(ray_clus
     assert "gloo" not in note and "Traceback" not in note
 
 
+def test_a_killed_ddp_worker_is_named_and_its_trial_retried_from_the_checkpoint(ray_cluster, tiny_h5, tmp_path,
+                                                                               monkeypatch, capfd):
+    """A two-worker (gloo DDP) trial whose rank-1 worker is SIGKILLed once epoch 2's checkpoint is written: the
+    trial is restarted (budget.max_retries) and continues from last.pt (epoch 2 is not trained again), and the
+    message on the terminal and in MLflow names the worker, the cause, the epoch and the retry count instead of
+    rank 0's gloo error."""
+    from lensearch.search.schema import load_search
+    from lensearch.search.tuner import SearchOptions, run_search
+
+    path = _search_file(tmp_path, tiny_h5, "ddpkill", 1, 3)
+    doc = yaml.safe_load(path.read_text())
+    doc["budget"]["max_retries"] = 2
+    doc["resources"] = {"workers": 2}
+    doc["space"]["train"]["steps_per_epoch"] = 2
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("LENSEARCH_TEST_KILL_AT_EPOCH", "2")
+    capfd.readouterr()
+    outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path))
+    err = capfd.readouterr().err
+    (row,) = outcome.rows
+    trial_dir = outcome.search_dir / "trials" / row.trial_id
+    assert (trial_dir / ".fault_injected").read_text().startswith("SIGKILL at epoch 2")  # rank 1 did die
+    assert row.state == "completed" and row.epochs == 3, row.state
+    expected = "worker 1 died (SIGKILL or out of memory) at epoch 2; retry 1/2 from checkpoint"
+    assert f"trial {row.trial_id} {expected}" in err, err  # the progress line
+    client = MlflowClient(outcome.tracking_uri)
+    run = client.get_run(row.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["retry.1"] == expected
+    assert [m.step for m in client.get_metric_history(row.run_id, "val_psnr")] == [1, 2, 3]
+    # from the checkpoint: the restarted trial reported epoch 2 (from last.pt) and 3, never epoch 1 again
+    (results,) = (outcome.search_dir / "tune").glob("*/result.json")
+    epochs = [json.loads(line)["epoch"] for line in results.read_text().splitlines() if line.strip()]
+    assert epochs == [1, 2, 3], epochs
+    steps = [m.value for m in client.get_metric_history(row.run_id, "steps")]
+    assert steps == [2, 4, 6], steps
 
 
 def test_a_search_on_a_two_node_cluster_logs_to_an_mlflow_server(tiny_h5, tmp_path):

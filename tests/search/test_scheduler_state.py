@@ -143,6 +143,45 @@ def test_the_keeper_saves_after_each_result_and_restores_once_on_the_first_step(
     assert "not restored" in capsys.readouterr().err
 
 
+def test_the_keeper_mirrors_to_object_storage_and_a_resume_elsewhere_reads_it_back(tmp_path, capsys):
+    """A search in object storage: each save is uploaded to <search>/scheduler_state.json in the bucket; a resume on
+    another machine (Tune's unpickled keeper names the first machine's folder, relocated to an empty working copy)
+    reads the records from the bucket and restores them."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    import pickle
+
+    from s3server import BUCKET, s3_server
+
+    from lensearch import storage
+
+    search_uri = f"s3://{BUCKET}/lensearch/searches/asha-20260101-000000"
+    trials = [_trial("a"), _trial("b")]
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir()
+    elsewhere.mkdir()
+    with s3_server():
+        sched = _asha()
+        (keeper,) = keepers(sched, first, uri=search_uri)
+        assert keeper.uri == f"{search_uri}/{STATE_FILE}"
+        pickled = pickle.dumps(keeper)  # what tuner.pkl holds: the scheduler before any result
+        keeper.on_step_begin(iteration=0, trials=trials)
+        sched.on_trial_add(None, trials[0])
+        sched.on_trial_result(None, trials[0], {"epoch": 1, "val_psnr": 30.0})
+        keeper.on_trial_result(iteration=1, trials=trials, trial=trials[0], result={})
+        assert json.loads(storage.read_bytes(keeper.uri)) == load(first / STATE_FILE)
+
+        revived = pickle.loads(pickled)
+        assert revived.path == first / STATE_FILE
+        revived.relocate(elsewhere, f"{search_uri}/{STATE_FILE}")
+        revived.scheduler.on_trial_add(None, trials[1])
+        revived.on_step_begin(iteration=0, trials=trials)
+        assert "restored the AsyncHyperBandScheduler records of 1 trial(s)" in capsys.readouterr().err
+        assert (elsewhere / STATE_FILE).is_file()
+        assert revived.scheduler.on_trial_result(None, trials[1], {"epoch": 1, "val_psnr": 29.0}) == STOP
+        revived.on_trial_result(iteration=1, trials=trials, trial=trials[1], result={})
+        assert dict(json.loads(storage.read_bytes(revived.uri))["brackets"][0])[1] == {"a": 30.0, "b": 29.0}
+
+
 def test_what_is_covered():
     assert supported(_asha()) and supported(MedianStoppingRule(metric="m", mode="max"))
     hyperband = HyperBandScheduler(time_attr="epoch", metric="val_psnr", mode="max", max_t=8)
@@ -156,14 +195,8 @@ def test_a_resumed_search_stops_a_trial_below_the_restored_rung_cutoff(ray_clust
     (Adam lr 0.05 throws the model far off bicubic at once). The search is interrupted (SIGINT, as Ctrl-C) once the
     good trial has completed, before the broken one reports; `--resume` then restores rung 1's record of the good
     trial, and the broken trial is stopped at its first report. Tune alone restored empty rungs and let it run."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     import yaml
+    from helpers import interrupt_tune
     from mlflow.tracking import MlflowClient
 
     from lensearch.cli import main
@@ -180,24 +213,9 @@ def test_a_resumed_search_stops_a_trial_below_the_restored_rung_cutoff(ray_clust
     path = tmp_path / "asharesume.yaml"
     path.write_text(yaml.safe_dump(doc))
     store = tmp_path / "mlruns"
-    repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "lensearch", "tune", str(path), "--store", str(store),
-                             "--address", "auto"],  # join the session's cluster
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(repo)})
-    lines, deadline = [], time.time() + 240
-    try:
-        for line in proc.stdout:  # interrupt once the first trial has completed
-            lines.append(line)
-            if " completed" in line and line.startswith("["):
-                proc.send_signal(signal.SIGINT)
-                break
-            assert time.time() < deadline, "".join(lines)
-        lines.append(proc.communicate(timeout=120)[0])
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, "".join(lines)
+    # interrupted (Ctrl-C) once the first trial has completed; --address auto joins the session's cluster
+    code, output = interrupt_tune(path, "--store", store, "--address", "auto", cwd=tmp_path)
+    assert code == 130, output
     search_dir = next((store / "searches").glob("asharesume-*"))
     saved = load(search_dir / STATE_FILE)
     rungs = dict(saved["brackets"][0])

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +15,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from helpers import skimage_psnr  # numpy + scikit-image PSNR, independent of lensearch.metrics
+from helpers import interrupt_tune, skimage_psnr  # skimage_psnr: independent of lensearch.metrics
 
 from lensearch.cli import main
 from lensearch.data.store import SRDataset, iter_batches
@@ -170,28 +167,15 @@ def test_interrupted_search_resumes_without_rerunning_or_relogging(ray_cluster, 
     path = _smoke_copy(tmp_path, tiny_h5, name="resumable", budget={"num_samples": 3, "max_epochs": 2},
                        early_stopping={"name": "none"}, resources={"workers": 1})
     store = tmp_path / "mlruns"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lensearch", "tune", str(path), "--store", str(store),
-                             "--address", "auto"],  # join the session's cluster
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines, deadline = [], time.time() + 240
-    try:
-        for line in proc.stdout:  # interrupt once the first trial has completed
-            lines.append(line)
-            if " completed" in line and line.startswith("["):
-                proc.send_signal(signal.SIGINT)
-                break
-            assert time.time() < deadline, "".join(lines)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # interrupted (Ctrl-C) once the first trial has completed; --address auto joins the session's cluster
+    code, output = interrupt_tune(path, "--store", store, "--address", "auto", cwd=tmp_path)
+    assert code == 130, output
     search_dir = next((store / "searches").glob("resumable-*"))
     runs_file = json.loads((search_dir / "mlflow_runs.json").read_text())
     finished_before = set(runs_file["finished"])
     assert len(finished_before) >= 1
-    hint = [ln for ln in lines + proc.stdout.readlines() if "continue with: " in ln]
-    assert len(hint) == 1, "".join(lines)
+    hint = [ln for ln in output.splitlines() if "continue with: " in ln]
+    assert len(hint) == 1, output
 
     # the printed command, verbatim, from another working directory (no --store: the search knows its own)
     command = shlex.split(hint[0].split("continue with: ", 1)[1])
@@ -285,23 +269,8 @@ def test_sigterm_stops_a_search_like_ctrl_c(ray_cluster, tiny_h5, tmp_path):
     path = _smoke_copy(tmp_path, tiny_h5, name="terminated", budget={"num_samples": 3, "max_epochs": 2},
                        early_stopping={"name": "none"}, resources={"workers": 1})
     store = tmp_path / "mlruns"
-    proc = subprocess.Popen([sys.executable, "-m", "lensearch", "tune", str(path), "--store", str(store),
-                             "--address", "auto"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines, deadline = [], time.time() + 240
-    try:
-        for line in proc.stdout:  # stop once the first trial has completed
-            lines.append(line)
-            if " completed" in line and line.startswith("["):
-                proc.send_signal(signal.SIGTERM)
-                break
-            assert time.time() < deadline, "".join(lines)
-        lines.append(proc.communicate(timeout=120)[0])
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    output = "".join(lines)
-    assert proc.returncode == 130, output
+    code, output = interrupt_tune(path, "--store", store, "--address", "auto", cwd=tmp_path, sig=signal.SIGTERM)
+    assert code == 130, output
     assert "INTERRUPTED — continue with: lensearch tune" in output
     runs_file = json.loads(next((store / "searches").glob("terminated-*")).joinpath("mlflow_runs.json").read_text())
     assert len(runs_file["finished"]) >= 1
