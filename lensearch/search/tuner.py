@@ -157,7 +157,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     trained (``lensearch train``), tracked exactly like a search trial."""
     from ray import tune
 
-    from lensearch.search.tracking import MLflowTracker, check_tracking_uri, default_tracking_uri, file_digest
+    from lensearch.search.tracking import (MLflowTracker, SearchInfo, check_tracking_uri, default_tracking_uri,
+                                           file_digest)
     from lensearch.training.cluster import connect
     from lensearch.training.runner import prepare_data
 
@@ -313,28 +314,26 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         trainable = tune.with_resources(tune.with_parameters(trial_function, setup=setup),
                                         resources.trial_bundle())
         primary = search.primary
-        info = {
-            "name": search.name, "max_epochs": max_epochs, "trials_dir": trials_dir,
-            "objectives": [(o.metric, o.mode) for o in search.objectives],
-            "log_checkpoints": opts.log_checkpoints, "system_metrics": opts.system_metrics,
-            "params": {"num_samples": budget["num_samples"], "max_epochs": max_epochs,
-                       "early_stopping": search.early_stopping["name"], "searcher": search.searcher["name"],
-                       "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,
-                       "use_gpu": bool(resources.use_gpu), "max_concurrent": concurrency,
-                       "data": run_info.data_name,
-                       # what decides the results besides the code: data file contents (versions are tags)
-                       "data_sha256": file_digest(run_info.data_path, store / "digests.json"),
-                       "objective": ", ".join(f"{o.metric} {o.mode}" for o in search.objectives)},
-            "artifacts": [record],
-            "tags": {"lensearch.search_file": str(search.path)},
-        }
-        if remote is not None:  # the tracker fetches each trial's best.pt and sample grid from the store
-            info.update(trials_uri=setup.trials_uri, search_uri=search_uri)
-        if run_info.data_uri is not None:  # MLflow's dataset inputs name the URI, digested from the local copy
-            info["data_local"] = run_info.data_path
-        tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=None if remote else store)
         max_retries = int(budget.get("max_retries", 1))
-        tracker.info["max_retries"] = max_retries
+        info = SearchInfo(
+            name=search.name, max_epochs=max_epochs, trials_dir=trials_dir,
+            objectives=[(o.metric, o.mode) for o in search.objectives],
+            log_checkpoints=opts.log_checkpoints, system_metrics=opts.system_metrics, max_retries=max_retries,
+            params={"num_samples": budget["num_samples"], "max_epochs": max_epochs,
+                    "early_stopping": search.early_stopping["name"], "searcher": search.searcher["name"],
+                    "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,
+                    "use_gpu": bool(resources.use_gpu), "max_concurrent": concurrency,
+                    "data": run_info.data_name,
+                    # what decides the results besides the code: data file contents (versions are tags)
+                    "data_sha256": file_digest(run_info.data_path, store / "digests.json"),
+                    "objective": ", ".join(f"{o.metric} {o.mode}" for o in search.objectives)},
+            artifacts=[record],
+            tags={"lensearch.search_file": str(search.path)},
+            # a remote store: the tracker fetches each trial's best.pt and sample grid from the store
+            trials_uri=setup.trials_uri, search_uri=search_uri,
+            # MLflow's dataset inputs name the URI, digested from the local copy
+            data_local=run_info.data_path if run_info.data_uri is not None else None)
+        tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=None if remote else store)
         callbacks = [tracker] + ([StoreMirror(remote, search_dir)] if remote is not None else []) \
             + ([] if opts.quiet else [ProgressPrinter(primary.metric, max_epochs, max_retries)]) + opts.callbacks
         if not opts.quiet:
