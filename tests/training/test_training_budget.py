@@ -147,15 +147,15 @@ def test_latency_is_measured_once_per_architecture_and_reused(tmp_path):
     from lensearch.models import registry
     from lensearch.training.loop import _latency
 
-    cache = str(tmp_path / "latency.json")
+    cache_file = str(tmp_path / "latency.json")
     model = registry.build("espcn", scale=2, num_features=8, num_layers=3)
-    first = _latency(model, "espcn", {"num_features": 8, "num_layers": 3}, (1, 1, 16, 16), cache)
+    first = _latency(model, "espcn", {"num_features": 8, "num_layers": 3}, (1, 1, 16, 16), cache_file)
     assert first > 0
     cache = json.loads((tmp_path / "latency.json").read_text())
     assert list(cache.values()) == [first]
     # a later trial of the same architecture gets the cached number, whatever its own timing would say
     key = next(iter(cache))
     (tmp_path / "latency.json").write_text(json.dumps({key: 123.0}))
-    assert _latency(model, "espcn", {"num_features": 8, "num_layers": 3}, (1, 1, 16, 16), cache) == 123.0
-    other = _latency(model, "espcn", {"num_features": 8, "num_layers": 4}, (1, 1, 16, 16), cache)
+    assert _latency(model, "espcn", {"num_features": 8, "num_layers": 3}, (1, 1, 16, 16), cache_file) == 123.0
+    other = _latency(model, "espcn", {"num_features": 8, "num_layers": 4}, (1, 1, 16, 16), cache_file)
     assert other != 123.0 and len(json.loads((tmp_path / "latency.json").read_text())) == 2
