@@ -86,9 +86,9 @@ def test_a_run_stored_in_the_bucket_resumes_from_its_stored_checkpoint_elsewhere
                                  "train": {"epochs": 2, "batch_size": 8, "patch_size": 32, "steps_per_epoch": 2,
                                            "val_max_images": 4}})
     run = prepare_data(config["data"], tmp_path)
-    assert run["data_uri"] == data_uri and Path(run["data_path"]).is_file()
+    assert run.data_uri == data_uri and Path(run.data_path).is_file()
     remote_dir = f"s3://{BUCKET}/lensearch/searches/s-1/trials/t1"
-    run.update(remote_dir=remote_dir, dir=str(tmp_path / "unused"), storage_env=storage.carried_env())
+    run = run.replace(remote_dir=remote_dir, dir=str(tmp_path / "unused"), storage_env=storage.carried_env())
     reports = []
     fit({**config, "train": {**config["train"], "epochs": 1}}, run, RunContext(report_fn=reports.append))
     assert [r["epoch"] for r in reports] == [1]

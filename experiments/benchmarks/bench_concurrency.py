@@ -28,8 +28,7 @@ from lensearch.training.loop import fit
 from lensearch.training.runner import prepare_data
 threads, data, model, steps = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
-run = prepare_data({"path": data, "preset": None}, Path.cwd(), progress=False)
-run["dir"] = tempfile.mkdtemp()
+run = prepare_data({"path": data, "preset": None}, Path.cwd(), progress=False).replace(dir=tempfile.mkdtemp())
 cfg = resolve_run_config({"model": model, "data": {"path": data}, "optimizer": {"name": "adam", "lr": 1e-3},
                           "train": {"epochs": 1, "batch_size": 16, "patch_size": 48, "steps_per_epoch": steps}})
 out = []

@@ -71,14 +71,14 @@ def run_default(data: Path, seconds: float, workdir: Path, space: str) -> tuple[
     torch.set_num_threads(2)
     t0 = time.time()
     probe = resolve_run_config({**config, "train": {**config["train"], "epochs": 1}})
-    fit(probe, {**run, "dir": str(workdir / "probe")}, RunContext(torch.device("cpu")))
+    fit(probe, run.replace(dir=str(workdir / "probe")), RunContext(torch.device("cpu")))
     per_epoch = time.time() - t0
     epochs = max(1, int((seconds - per_epoch) / per_epoch))  # the probe's time counts against the budget
     # the time limit keeps the leg at equal wall time when the probe epoch was faster than the later ones
     # (a busier machine): the run then stops at its first report past T
     full = resolve_run_config({**config, "train": {**config["train"], "epochs": epochs,
                                                    "time_limit_s": max(1.0, seconds - per_epoch)}})
-    fit(full, {**run, "dir": str(workdir / "default")}, RunContext(torch.device("cpu")))
+    fit(full, run.replace(dir=str(workdir / "default")), RunContext(torch.device("cpu")))
     wall = time.time() - t0
     return _score_checkpoint(workdir / "default" / "checkpoints" / "best.pt", data), wall, epochs
 

@@ -26,6 +26,7 @@ from lensearch.models import registry
 from lensearch.training.config import resolve_run_config
 from lensearch.training.context import RunContext
 from lensearch.training.loop import fit
+from lensearch.training.runinfo import RunInfo
 
 MODEL = {"name": "rdn", "num_features": 16, "num_blocks": 2, "num_layers": 3, "growth": 16}
 
@@ -57,8 +58,7 @@ def lensearch_loop(path: Path, epochs: int, batch: int, workdir: Path) -> float:
     config = resolve_run_config({"model": MODEL, "normalization": "none", "augment": {"flips": False, "rot90": False},
                                  "train": {"epochs": epochs, "batch_size": batch}})
     reports: list[dict] = []
-    run = {"data_path": str(path), "dir": str(workdir / "loop"), "scale": 2, "has_clean": True,
-           "stats": train_stats(path)}
+    run = RunInfo(data_path=str(path), dir=str(workdir / "loop"), scale=2, has_clean=True, stats=train_stats(path))
     fit(config, run, RunContext(torch.device("cpu"), report_fn=reports.append))
     return sum(r["images_per_s"] for r in reports) / len(reports)
 

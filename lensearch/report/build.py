@@ -145,14 +145,11 @@ def best_per_model(s: SearchData) -> list[TrialData]:
 
 
 def pareto(s: SearchData) -> list[TrialData]:
-    """Trials on the front of all objectives among those that used their full budget (as :mod:`lensearch.search.results` decides)."""
-    rows = [t for t in s.scored() if t.state.startswith(FULL_BUDGET) and all(m in t.best for m, _ in s.objectives)]
+    """Trials on the front of all objectives among those that used their full budget: the search's own front,
+    :func:`lensearch.search.results.pareto_rows` (its tie rule: trials equal on every objective all stay)."""
+    from lensearch.search.results import pareto_rows  # (imports Ray: only when a report has a front to draw)
 
-    def dominates(a, b):
-        ge = all((a.best[m] >= b.best[m]) if d == "max" else (a.best[m] <= b.best[m]) for m, d in s.objectives)
-        return ge and any(a.best[m] != b.best[m] for m, _ in s.objectives)
-
-    return [r for r in rows if not any(dominates(o, r) for o in rows if o is not r)]
+    return pareto_rows(s.scored(), s.objectives)
 
 
 def _gap(value: float | None, ref: dict[str, float], key: str) -> float | None:

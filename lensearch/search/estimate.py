@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lensearch.training.runinfo import RunInfo
+
 # Per-trial start cost measured on 2 CPU cores (experiments/benchmarks/bench_search.py): ~3 s for a direct
 # single-worker trial, ~20 s for a TorchTrainer with DDP workers.
 START_COST_S, DDP_START_COST_S = 3.0, 20.0
@@ -40,7 +42,7 @@ def _time(fn, repeats: int) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def estimate_model(config: dict[str, Any], run_info: dict[str, Any], *, max_epochs: int, threads: int,
+def estimate_model(config: dict[str, Any], run_info: RunInfo, *, max_epochs: int, threads: int,
                    workers: int, n_train: int, n_val: int, lr_size: tuple[int, int]) -> ModelEstimate:
     """Time one configuration (a resolved run configuration) on the driver's CPU."""
     from lensearch.models import registry
@@ -48,7 +50,7 @@ def estimate_model(config: dict[str, Any], run_info: dict[str, Any], *, max_epoc
 
     name, params = split_choice(config["model"], "model")
     spec = registry.get(name)
-    scale, channels = run_info["scale"], run_info.get("in_channels", 1)
+    scale, channels = run_info.scale, run_info.in_channels
     tcfg = config["train"]
     model = registry.build(name, scale=scale, in_channels=channels, **params)
     bs = tcfg["batch_size"]
@@ -87,13 +89,13 @@ def estimate_model(config: dict[str, Any], run_info: dict[str, Any], *, max_epoc
     return ModelEstimate(name, step_s, val_s, trial_s)
 
 
-def estimate_search(search, run_info: dict[str, Any], *, budget: dict[str, Any], threads: int, workers: int,
+def estimate_search(search, run_info: RunInfo, *, budget: dict[str, Any], threads: int, workers: int,
                     concurrency: int) -> tuple[list[ModelEstimate], list[str]]:
     """Per-model estimates for the space's costliest sizes, and the lines to print about them."""
     from lensearch.data.store import open_h5
     from lensearch.training.config import resolve_run_config
 
-    info = open_h5(run_info["data_path"])
+    info = open_h5(run_info.data_path)
     n_val = info.splits.get("val", 0)
     seen, estimates = set(), []
     for config in search.space.representatives(last=True):

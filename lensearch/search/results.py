@@ -2,8 +2,9 @@
 :class:`SearchOutcome` that holds them, the best trial, the Pareto front and the summary logged to MLflow.
 
 The rules here are the ones every reader applies (the leaderboard, ``export``, the report): a trial's *best
-epoch* is the epoch with the best primary objective (the first such epoch on ties), and the Pareto front holds
-only trials that used their whole budget.
+epoch* is the epoch with the best primary objective (the first such epoch on ties), the best trial is the first
+of those with the best value, and the Pareto front holds only trials that used their whole budget, with the
+tie rule of :func:`pareto_rows`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from lensearch.search.layout import TRIALS, best_checkpoint
 from lensearch.search.tracking import CUT_BY_TIME_BUDGET, FULL_BUDGET_STATES, end_state, error_summary
@@ -57,30 +58,51 @@ class SearchOutcome:
         return best_row(self.rows, *self.objectives[0])
 
 
-def finished(rows: Iterable[TrialRow]) -> list[TrialRow]:
+class Scored(Protocol):
+    """A trial as the rules below read it: a :class:`TrialRow`, or the report's ``TrialData`` (read from MLflow)."""
+
+    state: str
+    best: dict[str, float]
+
+    @property
+    def epochs(self) -> int: ...
+
+
+R = TypeVar("R", bound=Scored)
+
+
+def finished(rows: Iterable[R]) -> list[R]:
     """The rows of trials that reported at least one epoch."""
     return [r for r in rows if r.epochs > 0 and r.best]
 
 
-def best_row(rows: Iterable[TrialRow], metric: str, mode: str) -> TrialRow | None:
-    """The finished row with the best ``metric`` (``mode`` ``max`` or ``min``); None when none reported it."""
+def best_row(rows: Iterable[R], metric: str, mode: str) -> R | None:
+    """The finished row with the best ``metric`` (``mode`` ``max`` or ``min``), the first of them on ties; None
+    when none reported it."""
     rows = [r for r in finished(rows) if metric in r.best]
     if not rows:
         return None
     return (max if mode == "max" else min)(rows, key=lambda r: r.best[metric])
 
 
-def pareto_rows(rows: Iterable[TrialRow], objectives: list[tuple[str, str]]) -> list[TrialRow]:
-    """The rows not dominated on all ``objectives``, among the finished trials that *completed* the full budget:
-    a trial stopped early, interrupted or errored was scored after fewer epochs and is not comparable, so it is
-    never on the front (nor does it knock a completed trial off it)."""
+def pareto_rows(rows: Iterable[R], objectives: list[tuple[str, str]]) -> list[R]:
+    """The rows not dominated on all ``objectives``, among the finished trials that used their full budget
+    (completed, or stopped at their own time limit): a trial stopped early, cut, interrupted or errored was scored
+    after less training and is not comparable, so it is never on the front (nor does it knock one off it).
+
+    Tie rule: a row is dominated only by another that is at least as good on every objective and strictly better
+    on at least one. Rows with equal values on every objective therefore all stay on the front (the other metrics
+    of their best epochs are not compared). The front keeps the rows' order.
+    """
     rows = [r for r in finished(rows)
             if r.state.startswith(FULL_BUDGET_STATES) and all(m in r.best for m, _ in objectives)]
 
-    def better_eq(a, b):
-        return all((a.best[m] >= b.best[m]) if mode == "max" else (a.best[m] <= b.best[m]) for m, mode in objectives)
+    def dominates(a, b) -> bool:
+        at_least = all((a.best[m] >= b.best[m]) if mode == "max" else (a.best[m] <= b.best[m])
+                       for m, mode in objectives)
+        return at_least and any(a.best[m] != b.best[m] for m, _ in objectives)
 
-    return [r for r in rows if not any(better_eq(o, r) and o.best != r.best for o in rows if o is not r)]
+    return [r for r in rows if not any(dominates(o, r) for o in rows if o is not r)]
 
 
 def pareto_front(outcome: SearchOutcome) -> list[TrialRow]:

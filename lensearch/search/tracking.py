@@ -14,11 +14,13 @@ resumed search keeps logging into the same runs and never logs a finished trial 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import platform
 import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +134,46 @@ def _numeric(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-class MLflowTracker(Callback):
-    """A Ray Tune callback that mirrors the search into MLflow.
+@dataclass(frozen=True)
+class SearchInfo:
+    """What :class:`MLflowTracker` needs to know about its search (built once by ``run_search``).
 
-    ``search_info``: ``name``, ``max_epochs``, ``objectives`` (list of (metric, mode)), ``params`` (dict
-    logged on the parent), ``artifacts`` (files logged on the parent), ``tags``.
+    Tune pickles the tracker with the experiment (``tuner.pkl``) and ``--resume`` uses that copy: the tracker
+    pickles this as the plain mapping of :meth:`to_dict` (the form searches started before this class hold) and
+    reads it back with :meth:`from_dict`.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, search_dir: Path, search_info: dict[str, Any],
+    name: str                                   # the search's name (MLflow parent run; child runs NAME-TRIAL)
+    max_epochs: int                             # a trial that reached it "completed"
+    trials_dir: Path                            # the driver's trials folder (trial_id/checkpoints, samples.png)
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # (metric, mode); not read by the tracker
+    params: dict[str, Any] = field(default_factory=dict)   # logged on the parent run (``data``: the data file)
+    artifacts: list[Path] = field(default_factory=list)    # files logged on the parent run
+    tags: dict[str, str] = field(default_factory=dict)     # tags of the parent run
+    log_checkpoints: bool = True                # log each trial's best.pt as an artifact
+    system_metrics: float | None = None         # sample system metrics into each trial's run every N seconds
+    max_retries: int = 0                        # restarts of a trial whose process died (budget.max_retries)
+    trials_uri: str | None = None               # a remote store: the trials' folder URI (best.pt, samples.png)
+    search_uri: str | None = None               # a remote store: the search's URI (tag lensearch.search_dir)
+    data_local: str | None = None               # data in object storage: the driver's copy (dataset digest)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain mapping (the keys are the field names)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchInfo:
+        """From :meth:`to_dict`'s mapping, or the dict a tracker pickled before this class; keys it does not
+        know are ignored, missing ones take their defaults."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        return cls(**{**values, "trials_dir": Path(values["trials_dir"])})
+
+
+class MLflowTracker(Callback):
+    """A Ray Tune callback that mirrors the search into MLflow; ``search_info``: :class:`SearchInfo`."""
+
+    def __init__(self, tracking_uri: str, experiment: str, search_dir: Path, search_info: SearchInfo,
                  store: Path | None = None):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -149,25 +183,29 @@ class MLflowTracker(Callback):
         self._client = None
         self._ready = False
         self._state = {"parent": None, "trials": {}, "finished": [], "logged": {}}
-        self._monitors = {}  # trial id -> MLflow SystemMetricsMonitor (with search_info["system_metrics"])
+        self._monitors = {}  # trial id -> MLflow SystemMetricsMonitor (with search_info.system_metrics)
 
     def __getstate__(self):
         # Tune pickles callbacks with the experiment and, on Tuner.restore, uses the unpickled copy: it must
-        # start from the state file, not from whatever this object held when it was pickled.
-        return {**self.__dict__, "_client": None, "_ready": False, "_monitors": {}}
+        # start from the state file, not from whatever this object held when it was pickled. The search info
+        # goes in as a plain mapping, as it always did (SearchInfo).
+        return {**self.__dict__, "_client": None, "_ready": False, "_monitors": {}, "info": self.info.to_dict()}
+
+    def __setstate__(self, state):
+        info = state.get("info")
+        self.__dict__.update({**state, "info": SearchInfo.from_dict(info) if isinstance(info, dict) else info})
 
     def relocate(self, search_dir: Path) -> None:
         """Work in ``search_dir`` from now on: the copy Tune unpickles on ``--resume`` names the directory the
         search started in, which on another machine (a search in object storage, resumed from elsewhere) or
         after a move is not this run's."""
         self.search_dir = Path(search_dir)
-        if "trials_dir" in self.info:
-            self.info["trials_dir"] = self.search_dir / Path(self.info["trials_dir"]).name
+        self.info = dataclasses.replace(self.info, trials_dir=self.search_dir / Path(self.info.trials_dir).name)
 
     def _start_monitor(self, trial_id: str, run_id: str, resumed: bool) -> None:
         """Sample system metrics (CPU, memory, GPU where MLflow sees one) into the trial's run, from this
-        process (the driver's machine), every ``search_info["system_metrics"]`` seconds."""
-        interval = self.info.get("system_metrics")
+        process (the driver's machine), every ``search_info.system_metrics`` seconds."""
+        interval = self.info.system_metrics
         monitors = self.__dict__.setdefault("_monitors", {})
         if not interval or trial_id in monitors:
             return
@@ -229,14 +267,14 @@ class MLflowTracker(Callback):
         self.reload()
         exp_id = get_experiment_id(self.client, self.experiment, self.store)
         if self._state["parent"] is None:
-            where = self.info.get("search_uri") or str(self.search_dir)  # a remote store: the search's URI
+            where = self.info.search_uri or str(self.search_dir)  # a remote store: the search's URI
             tags = {"lensearch.kind": "search", "lensearch.search_dir": where,
-                    **{f"version.{k}": v for k, v in versions().items()}, **self.info.get("tags", {})}
-            run = self.client.create_run(exp_id, run_name=self.info["name"], tags=tags)
+                    **{f"version.{k}": v for k, v in versions().items()}, **self.info.tags}
+            run = self.client.create_run(exp_id, run_name=self.info.name, tags=tags)
             self._state["parent"] = run.info.run_id
-            for key, value in self.info.get("params", {}).items():
+            for key, value in self.info.params.items():
                 self.client.log_param(run.info.run_id, key, str(value)[:6000])
-            for artifact in self.info.get("artifacts", []):
+            for artifact in self.info.artifacts:
                 self.client.log_artifact(run.info.run_id, str(artifact))
         else:
             self.client.update_run(self.parent_run_id, status="RUNNING")
@@ -257,8 +295,8 @@ class MLflowTracker(Callback):
             return
         exp_id = get_experiment_id(self.client, self.experiment, self.store)
         tags = {"mlflow.parentRunId": self.parent_run_id, "lensearch.kind": "trial",
-                "lensearch.trial_id": trial.trial_id, "lensearch.search": self.info["name"]}
-        run = self.client.create_run(exp_id, run_name=f"{self.info['name']}-{trial.trial_id}", tags=tags)
+                "lensearch.trial_id": trial.trial_id, "lensearch.search": self.info.name}
+        run = self.client.create_run(exp_id, run_name=f"{self.info.name}-{trial.trial_id}", tags=tags)
         self._state["trials"][trial.trial_id] = run.info.run_id
         self._save_state()
         for key, value in sorted(trial.config.items()):
@@ -268,8 +306,8 @@ class MLflowTracker(Callback):
 
     def _log_dataset(self, run_id: str) -> None:
         """Record the search's HDF5 file (digest computed once per search) as the run's train/val input."""
-        data = self.info.get("params", {}).get("data")
-        local = self.info.get("data_local") or data  # data in object storage: the driver's copy
+        data = self.info.params.get("data")
+        local = self.info.data_local or data  # data in object storage: the driver's copy
         if not data or not Path(local).is_file():
             return
         if self._state.get("data_digest") is None:
@@ -298,7 +336,7 @@ class MLflowTracker(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ensure()
         source = (trial.config or {}).get(REFIT_OF)
-        state = (end_state(trial.last_result or {}, self.info["max_epochs"]) if source is None
+        state = (end_state(trial.last_result or {}, self.info.max_epochs) if source is None
                  else refit_state(trial.last_result or {}, source))
         self.close_trial(trial.trial_id, "FINISHED", state)
 
@@ -308,8 +346,8 @@ class MLflowTracker(Callback):
         run_id = self.run_id(trial.trial_id)
         if run_id is not None and death_cause(trial_error_text(trial)) is not None:
             self.client.set_tag(run_id, f"retry.{trial.num_failures}",
-                                retry_message(trial, self.info.get("max_retries", 0),
-                                              self.info.get("trials_uri") or self.info.get("trials_dir"))[:5000])
+                                retry_message(trial, self.info.max_retries,
+                                              self.info.trials_uri or self.info.trials_dir)[:5000])
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ensure()
@@ -330,12 +368,12 @@ class MLflowTracker(Callback):
             return
         self.client.set_tag(run_id, "state", state[:5000])
         self._state.setdefault("states", {})[trial_id] = state
-        trial_dir = Path(self.info["trials_dir"]) / trial_id
+        trial_dir = Path(self.info.trials_dir) / trial_id
         stored = None
-        if self.info.get("trials_uri"):  # a remote store: the trial wrote there, from whichever node ran it
+        if self.info.trials_uri:  # a remote store: the trial wrote there, from whichever node ran it
             from lensearch.storage import download_tree, join
 
-            stored = join(self.info["trials_uri"], trial_id)
+            stored = join(self.info.trials_uri, trial_id)
             download_tree(stored, trial_dir, only=("checkpoints/best.pt", "samples.png"))
         samples = trial_dir / "samples.png"
         if samples.exists():
@@ -343,7 +381,7 @@ class MLflowTracker(Callback):
         best = best_checkpoint(trial_dir)
         if best.exists():
             self.client.set_tag(run_id, "checkpoint", join(stored, "checkpoints", "best.pt") if stored else str(best))
-            if self.info.get("log_checkpoints", True):
+            if self.info.log_checkpoints:
                 self.client.log_artifact(run_id, str(best), artifact_path="checkpoint")
         self.client.set_terminated(run_id, status=status)
         self._state["finished"].append(trial_id)

@@ -32,47 +32,66 @@ from lensearch.search.schema import INCOMPARABLE_METRICS, SearchFile, load_searc
 from lensearch.search.scheduler_state import STATE_FILE as SCHEDULER_STATE
 from lensearch.search.scheduler_state import SchedulerStateKeeper, keepers
 from lensearch.training.config import MONITORABLE, resolve_run_config
+from lensearch.training.runinfo import RunInfo
 from lensearch.training.runner import Resources
 
 
 # ------------------------------------------------------------------------------------------ the trial
-def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of one search shares: ``tune.with_parameters`` pickles it into Ray's object store once
+    and hands it to each :func:`trial_function`. Built afresh by ``run_search`` on every start and resume."""
+
+    run: RunInfo                          # the run info of every trial, without its ``dir`` (set per trial)
+    resources: Resources                  # what one trial uses (resolved to the cluster)
+    trials_dir: str                       # the driver's trials folder: <trials_dir>/<trial_id> is a trial's folder
+    data: dict[str, Any]                  # the search's data section, the ``data`` of every run configuration
+    max_epochs: int                       # ``train.epochs`` of every trial
+    space: Any = None                     # the compiled space (search/space.py); None: train ``config``
+    config: dict[str, Any] | None = None  # the one fixed run configuration (``lensearch train``)
+    monitor: str | None = None            # ``train.monitor`` default: the primary objective, when monitorable
+    trial_time_s: float | None = None     # budget.trial_time_s: each trial's own time limit
+    refit_s: float = 0.0                  # the refit phase's seconds (search/refit.py)
+    trials_uri: str | None = None         # a remote store: the trials folder's URI
+
+
+def trial_function(params: dict[str, Any], setup: TrialSetup) -> None:
     """The Tune trainable: materialise the sampled point into a run configuration and train it."""
     from ray import tune
 
     from lensearch.training.runner import run_in_trial
 
-    space = setup["space"]
-    trials_dir = setup.get("trials_uri") or Path(setup["trials_dir"])  # a URI with a remote store
+    space = setup.space
+    trials_dir = setup.trials_uri or Path(setup.trials_dir)  # a URI with a remote store
     if REFIT_OF in params:  # the refit phase: continue a trial of the search (search/refit.py)
-        config = load_refit_config(trials_dir, params[REFIT_OF], setup["refit_s"])
+        config = load_refit_config(trials_dir, params[REFIT_OF], setup.refit_s)
     else:
-        config = space.materialize(params) if space is not None else dict(setup["config"])
-        train = {"monitor": setup["monitor"]} if setup.get("monitor") else {}  # best.pt follows the objective
-        config["train"] = {**train, **(config.get("train") or {}), "epochs": setup["max_epochs"]}
-        if setup.get("trial_time_s"):
-            config["train"]["time_limit_s"] = float(setup["trial_time_s"])
-    config["data"] = setup["data"]
+        config = space.materialize(params) if space is not None else dict(setup.config)
+        train = {"monitor": setup.monitor} if setup.monitor else {}  # best.pt follows the objective
+        config["train"] = {**train, **(config.get("train") or {}), "epochs": setup.max_epochs}
+        if setup.trial_time_s:
+            config["train"]["time_limit_s"] = float(setup.trial_time_s)
+    config["data"] = setup.data
     config = resolve_run_config(config)
     trial_id = tune.get_context().get_trial_id()
-    run = {**setup["run"], "dir": str(Path(setup["trials_dir"]) / trial_id)}
-    if setup.get("trials_uri"):  # a remote store: a node-local folder, mirrored to the store (training/remote.py)
+    run = setup.run.replace(dir=str(Path(setup.trials_dir) / trial_id))
+    if setup.trials_uri:  # a remote store: a node-local folder, mirrored to the store (training/remote.py)
         from lensearch.storage import join
         from lensearch.training.remote import pull, scratch_dir
 
-        run["remote_dir"] = join(setup["trials_uri"], trial_id)
-        run["dir"] = str(scratch_dir(run["remote_dir"]))
+        remote_dir = join(setup.trials_uri, trial_id)
+        run = run.replace(remote_dir=remote_dir, dir=str(scratch_dir(remote_dir)))
         pull(run, ".raised.pkl")
     # Tune restarts a failed trial (budget.max_retries) whatever the cause; only a process that died is worth
     # a retry. An error the trial raised itself (a non-finite loss, a bad configuration) would only happen
     # again: a restarted trial re-raises it at once instead of training again.
-    failed = Path(run["dir"]) / ".raised.pkl"
+    failed = Path(run.dir) / ".raised.pkl"
     if failed.exists():
         import pickle
 
         raise pickle.loads(failed.read_bytes())
     try:
-        run_in_trial(config, run, setup["resources"], name=trial_id)
+        run_in_trial(config, run, setup.resources, name=trial_id)
     except Exception as err:
         from lensearch.search.tracking import death_cause
 
@@ -140,7 +159,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
     trained (``lensearch train``), tracked exactly like a search trial."""
     from ray import tune
 
-    from lensearch.search.tracking import MLflowTracker, check_tracking_uri, default_tracking_uri, file_digest
+    from lensearch.search.tracking import (MLflowTracker, SearchInfo, check_tracking_uri, default_tracking_uri,
+                                           file_digest)
     from lensearch.training.cluster import connect
     from lensearch.training.runner import prepare_data
 
@@ -234,30 +254,31 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         except UserError as err:
             raise UserError(f"{search.path}: {err}") from None
         wanted = [m for m in _metrics_named(search, fixed_config) if m.endswith("_clean")]
-        expect(run_info["has_clean"] or not wanted,
+        expect(run_info.has_clean or not wanted,
                f"{search.path}: {wanted[0] if wanted else ''} needs noise-free HR (hr_clean), which "
-               f"{run_info['data_path']} does not have; use val_psnr / val_ssim / val_mse")
-        _check_patch_sizes(search, fixed_config, run_info["data_path"])
+               f"{run_info.data_path} does not have; use val_psnr / val_ssim / val_mse")
+        _check_patch_sizes(search, fixed_config, run_info.data_path)
         val_images = _val_max_images(search, fixed_config)
-        reference = _reference(run_info["data_path"], val_images)
-        run_info["reference"] = reference
+        reference = _reference(run_info.data_path, val_images)
+        downstream = None
         if DOWNSTREAM_METRIC in _metrics_named(search, fixed_config):  # train (or reuse) the frozen classifier
             from lensearch.training.frozen_classifier import prepare_downstream
 
             say = None if opts.quiet else (lambda text: print(f"lensearch: {text}", file=sys.stderr, flush=True))
             try:
-                run_info["downstream"], aucs = prepare_downstream(run_info["data_path"], search.downstream,
-                                                                  store / "classifiers", val_images, log=say)
+                downstream, aucs = prepare_downstream(run_info.data_path, search.downstream, store / "classifiers",
+                                                      val_images, log=say)
             except UserError as err:
                 raise UserError(f"{search.path}: {err}") from None
             reference.update(aucs)
             if remote is not None:  # trials on other nodes fetch it from the store
-                classifier = join(remote.uri, "classifiers", Path(run_info["downstream"]["path"]).name)
+                classifier = join(remote.uri, "classifiers", Path(downstream["path"]).name)
                 from lensearch.storage import exists, upload
 
                 if not exists(classifier):
-                    upload(run_info["downstream"]["path"], classifier)
-                run_info["downstream"] = {**run_info["downstream"], "path": classifier}
+                    upload(downstream["path"], classifier)
+                downstream = {**downstream, "path": classifier}
+        run_info = run_info.replace(reference=reference, downstream=downstream)
         resources = _resources(search, opts, cluster)
         concurrency = budget["max_concurrent"] or resources.max_concurrent(cluster)
         if fixed_config is None and recorded is None and not opts.quiet and not resources.use_gpu:
@@ -274,7 +295,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         if not resuming:
             budget_file.write_text(json.dumps(budget))
             write_origin(search_dir, search.name, remote.uri if remote is not None else store, tracking_uri,
-                         run_info.get("data_uri") or run_info["data_path"])
+                         run_info.data_name)
             if fixed_config is not None:
                 record.write_text(yaml.safe_dump(fixed_config, sort_keys=False))
             else:
@@ -283,41 +304,39 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
             remote.push(search_dir)
         trials_dir = search_dir / TRIALS
         refit_s = refit_seconds(budget) if fixed_config is None and len(search.objectives) == 1 else 0.0
-        setup = {"refit_s": refit_s, "space": None if fixed_config is not None else search.space, "config": fixed_config,
-                 "max_epochs": max_epochs, "data": search.data, "trial_time_s": budget.get("trial_time_s"),
-                 "run": {**run_info, "measure_latency": "latency_ms" in _metrics_named(search, fixed_config),
-                         **_fault_injection(),
-                         **({"storage_env": carried_env()} if remote is not None or "data_uri" in run_info else {}),
-                         "latency_cache": str(search_dir / LATENCY_CACHE)},
-                 "trials_dir": str(trials_dir), "resources": resources,
-                 "trials_uri": remote.trials_uri(search_dir) if remote is not None else None,
-                 "monitor": search.primary.metric if search.primary.metric in MONITORABLE else None}
+        trial_run = run_info.replace(
+            measure_latency="latency_ms" in _metrics_named(search, fixed_config), kill_at_epoch=_fault_injection(),
+            storage_env=carried_env() if remote is not None or run_info.data_uri is not None else None,
+            latency_cache=str(search_dir / LATENCY_CACHE))
+        setup = TrialSetup(run=trial_run, resources=resources, trials_dir=str(trials_dir), data=search.data,
+                           max_epochs=max_epochs, space=None if fixed_config is not None else search.space,
+                           config=fixed_config, trial_time_s=budget.get("trial_time_s"), refit_s=refit_s,
+                           trials_uri=remote.trials_uri(search_dir) if remote is not None else None,
+                           monitor=search.primary.metric if search.primary.metric in MONITORABLE else None)
         trainable = tune.with_resources(tune.with_parameters(trial_function, setup=setup),
                                         resources.trial_bundle())
         primary = search.primary
-        info = {
-            "name": search.name, "max_epochs": max_epochs, "trials_dir": trials_dir,
-            "objectives": [(o.metric, o.mode) for o in search.objectives],
-            "log_checkpoints": opts.log_checkpoints, "system_metrics": opts.system_metrics,
-            "params": {"num_samples": budget["num_samples"], "max_epochs": max_epochs,
-                       "early_stopping": search.early_stopping["name"], "searcher": search.searcher["name"],
-                       "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,
-                       "use_gpu": bool(resources.use_gpu), "max_concurrent": concurrency,
-                       "data": run_info.get("data_uri") or run_info["data_path"],
-                       # what decides the results besides the code: data file contents (versions are tags)
-                       "data_sha256": file_digest(run_info["data_path"], store / "digests.json"),
-                       "objective": ", ".join(f"{o.metric} {o.mode}" for o in search.objectives)},
-            "artifacts": [record],
-            "tags": {"lensearch.search_file": str(search.path)},
-        }
-        if remote is not None:  # the tracker fetches each trial's best.pt and sample grid from the store
-            info.update(trials_uri=setup["trials_uri"], search_uri=search_uri)
-        if "data_uri" in run_info:  # MLflow's dataset inputs name the URI, digested from the local copy
-            info["data_local"] = run_info["data_path"]
-        tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=None if remote else store)
         max_retries = int(budget.get("max_retries", 1))
-        tracker.info["max_retries"] = max_retries
-        printer = ProgressPrinter(primary.metric, max_epochs, max_retries, setup["trials_uri"] or str(trials_dir))
+        info = SearchInfo(
+            name=search.name, max_epochs=max_epochs, trials_dir=trials_dir,
+            objectives=[(o.metric, o.mode) for o in search.objectives],
+            log_checkpoints=opts.log_checkpoints, system_metrics=opts.system_metrics, max_retries=max_retries,
+            params={"num_samples": budget["num_samples"], "max_epochs": max_epochs,
+                    "early_stopping": search.early_stopping["name"], "searcher": search.searcher["name"],
+                    "searcher_seed": search.searcher["seed"], "workers_per_trial": resources.workers,
+                    "use_gpu": bool(resources.use_gpu), "max_concurrent": concurrency,
+                    "data": run_info.data_name,
+                    # what decides the results besides the code: data file contents (versions are tags)
+                    "data_sha256": file_digest(run_info.data_path, store / "digests.json"),
+                    "objective": ", ".join(f"{o.metric} {o.mode}" for o in search.objectives)},
+            artifacts=[record],
+            tags={"lensearch.search_file": str(search.path)},
+            # a remote store: the tracker fetches each trial's best.pt and sample grid from the store
+            trials_uri=setup.trials_uri, search_uri=search_uri,
+            # MLflow's dataset inputs name the URI, digested from the local copy
+            data_local=run_info.data_path if run_info.data_uri is not None else None)
+        tracker = MLflowTracker(tracking_uri, search.name, search_dir, info, store=None if remote else store)
+        printer = ProgressPrinter(primary.metric, max_epochs, max_retries, setup.trials_uri or str(trials_dir))
         callbacks = [tracker] + ([StoreMirror(remote, search_dir)] if remote is not None else []) \
             + ([] if opts.quiet else [printer]) + opts.callbacks
         if not opts.quiet:
@@ -456,11 +475,11 @@ def _pull_trials(search_dir: Path, search_uri: str | None) -> None:
         pull_trials(search_uri, search_dir)
 
 
-def _fault_injection() -> dict[str, int]:
+def _fault_injection() -> int | None:
     """Test-only: ``LENSEARCH_TEST_KILL_AT_EPOCH=N`` kills each trial's (last) worker once, after epoch N's
     checkpoint (``training.loop._fault_point``); read here on the driver so it reaches trials on any node."""
     value = os.environ.get("LENSEARCH_TEST_KILL_AT_EPOCH")
-    return {"kill_at_epoch": int(value)} if value else {}
+    return int(value) if value else None
 
 
 def _metrics_named(search: SearchFile, fixed_config: dict[str, Any] | None) -> list[str]:

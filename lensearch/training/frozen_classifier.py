@@ -4,7 +4,7 @@ A search that names ``val_downstream_auc`` (as an objective or ``train.monitor``
 per data file, a classifier trained on the file's **HR training images** (:func:`ensure_classifier`, the same
 training as ``lensearch downstream``: :func:`lensearch.training.classifier.train_task`). It is cached in the
 store under ``classifiers/``, keyed by the SHA-256 of the data file and the settings, so later searches on the
-same file reuse it. Every trial receives its path in the run info (``run["downstream"]``) and, at every
+same file reuse it. Every trial receives its path in the run info (``RunInfo.downstream``) and, at every
 validation, scores its SR images of the validation split (:class:`DownstreamScorer`): normalization inverted,
 each image scaled to [0, 1] by its own range (as the classifier was trained), class probabilities collected
 over all DDP ranks by a sum of zero-filled full-size tensors indexed by validation image, and the macro

@@ -1,7 +1,7 @@
 """The training loop that every run and every search trial executes on each worker.
 
 ``train_worker(payload)`` is the function Ray Train runs on each worker (``payload = {"config": run
-config, "run": run info}``); :func:`fit` is the same loop for any :class:`RunContext` (a single-worker
+config, "run": RunInfo}``); :func:`fit` is the same loop for any :class:`RunContext` (a single-worker
 Tune trial, or a plain process in tests and benchmarks).
 
 One epoch = one report. An epoch is one pass over the training split, or ``train.steps_per_epoch`` optimizer
@@ -11,17 +11,17 @@ always scores whole images. Each report carries ``epoch``, ``steps`` (optimizer 
 ``train_seconds`` (training time so far), ``train_loss``, ``lr``, ``epoch_time_s``,
 ``images_per_s`` (training images per second over all workers), and the validation metrics
 ``val_psnr``, ``val_ssim``, ``val_mse``, ``val_loss`` (plus ``*_clean`` against noise-free HR when the
-file holds it), ``val_downstream_auc`` when the run carries a frozen classifier (``run["downstream"]``, see
+file holds it), ``val_downstream_auc`` when the run carries a frozen classifier (``run.downstream``, see
 :mod:`lensearch.training.frozen_classifier`), and the model's cost: ``params``, ``flops`` (and ``latency_ms``
 when asked for). When the run
-knows the bicubic reference and noise ceiling of its validation images (``run["reference"]``), it also reports
+knows the bicubic reference and noise ceiling of its validation images (``run.reference``), it also reports
 ``val_psnr_gain`` (dB over bicubic) and ``val_gap_closed`` (the share of the bicubic -> noise-ceiling gap).
 Validation metrics are summed over *all* workers' shards and divided by the global
 count, on images put back into data units (normalization inverted) and unit-scaled by the reference HR
 (the DeepLense convention, see :mod:`lensearch.metrics`); the split is scored by
 :func:`lensearch.evaluation.stream_split`, as the export and the interpolation baselines score theirs.
 
-Checkpoints live in ``run["dir"]/checkpoints``: ``last.pt`` every epoch and ``best.pt`` when the
+Checkpoints live in ``run.dir/checkpoints``: ``last.pt`` every epoch and ``best.pt`` when the
 monitored metric improves, written by rank 0 atomically. A run that finds ``last.pt`` continues after
 its epoch (resume after an interruption).
 """
@@ -49,6 +49,7 @@ from lensearch.training.ema import WarmEMA
 from lensearch.training.losses import build_generator_loss
 from lensearch.training.optim import build_schedules
 from lensearch.training.remote import checkpoint_location, localize_run, publish_checkpoint, stored_dir
+from lensearch.training.runinfo import RunInfo
 from lensearch.training.steps import STEPS, Amp
 
 SAMPLE_GRID = "samples.png"
@@ -56,7 +57,7 @@ SAMPLE_GRID = "samples.png"
 
 def train_worker(payload: dict[str, Any]) -> None:
     """Entry point for Ray Train workers (``TorchTrainer(train_loop_per_worker=train_worker)``)."""
-    set_threads(payload["run"].get("threads"))
+    set_threads(payload["run"].threads)
     fit(payload["config"], payload["run"], RayTrainContext())
 
 
@@ -106,16 +107,16 @@ def _monitored(metrics: dict[str, float], name: str) -> float:
     return value
 
 
-def _fault_point(run: dict[str, Any], epoch: int, ctx: RunContext) -> None:
-    """Fault-injection hook for tests: ``run["kill_at_epoch"]`` (set by the search driver from the environment
+def _fault_point(run: RunInfo, epoch: int, ctx: RunContext) -> None:
+    """Fault-injection hook for tests: ``run.kill_at_epoch`` (set by the search driver from the environment
     variable ``LENSEARCH_TEST_KILL_AT_EPOCH``) kills the last rank's process with SIGKILL once that epoch's
     checkpoint is written and before it is reported, on the first attempt only (a marker file in the run dir).
     With several workers it waits a few seconds first: Ray Train collects reports by polling, and a worker that
     dies within one poll of a report takes that report with it, which would make the test's epochs depend on
     timing."""
-    if run.get("kill_at_epoch") != epoch or ctx.rank != ctx.world_size - 1:
+    if run.kill_at_epoch != epoch or ctx.rank != ctx.world_size - 1:
         return
-    marker = Path(run["dir"]) / ".fault_injected"
+    marker = Path(run.dir) / ".fault_injected"
     if marker.exists():
         return
     marker.write_text(f"SIGKILL at epoch {epoch}\n")
@@ -126,43 +127,40 @@ def _fault_point(run: dict[str, Any], epoch: int, ctx: RunContext) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    """Train ``config`` (a resolved run configuration); returns the last epoch's metrics.
-
-    ``run`` keys: ``data_path`` (absolute HDF5 path), ``dir`` (checkpoint/artifact directory, absolute),
-    ``stats`` (train-split statistics for the normalization), ``scale``, ``in_channels``, ``threads``,
-    ``measure_latency`` (report ``latency_ms`` too).
-    """
+def fit(config: dict[str, Any], run: RunInfo, ctx: RunContext) -> dict[str, Any]:
+    """Train ``config`` (a resolved run configuration) on ``run`` (:class:`~lensearch.training.runinfo.RunInfo`:
+    the data file, ``dir`` the checkpoint/artifact directory, ...); returns the last epoch's metrics."""
     run = localize_run(run)  # a run stored at a URI (or with remote data): node-local copies (training/remote.py)
+    if run.dir is None:
+        raise ValueError("fit: the run info has no dir (the run's checkpoint folder)")
     tcfg = config["train"]
     seed = int(tcfg["seed"])
     _seed_everything(seed + ctx.rank)
-    run_dir = Path(run["dir"])
+    run_dir = Path(run.dir)
     ckpt_dir = run_dir / "checkpoints"
 
     model_name, model_params = split_choice(config["model"], "model")
     spec = registry.get(model_name)
-    generator = registry.build(model_name, scale=run["scale"], in_channels=run.get("in_channels", 1),
-                               **model_params)
-    norm = build_normalization(config["normalization"], run.get("stats"))
+    generator = registry.build(model_name, scale=run.scale, in_channels=run.in_channels, **model_params)
+    norm = build_normalization(config["normalization"], run.stats)
     gen_loss = build_generator_loss(config["loss"]).set_normalization(norm)
     amp = Amp(tcfg["amp"], ctx.device)
     step = STEPS[spec.kind].create(ctx, generator, config, gen_loss, amp, spec=spec,
-                                   in_channels=run.get("in_channels", 1))
+                                   in_channels=run.in_channels)
 
-    with_clean = bool(run.get("has_clean"))
-    train_set = SRDataset(run["data_path"], split="train", augment=build_augment(config["augment"]),
+    with_clean = bool(run.has_clean)
+    train_set = SRDataset(run.data_path, split="train", augment=build_augment(config["augment"]),
                           with_clean=False, patch_size=tcfg["patch_size"],
-                          in_memory=bool(tcfg["patch_size"]) and _fits_in_memory(run["data_path"]))
-    val_set = SRDataset(run["data_path"], split="val", with_clean=with_clean)
+                          in_memory=bool(tcfg["patch_size"]) and _fits_in_memory(run.data_path))
+    val_set = SRDataset(run.data_path, split="val", with_clean=with_clean)
     if tcfg["val_max_images"] and len(val_set) > tcfg["val_max_images"]:
         val_set = Subset(val_set, list(range(tcfg["val_max_images"])))
     scorer = None  # the downstream objective: a frozen classifier scores the SR validation images
-    if run.get("downstream"):
+    if run.downstream:
         from lensearch.training.frozen_classifier import DownstreamScorer
 
         rows = (val_set.dataset if isinstance(val_set, Subset) else val_set).rows[:len(val_set)]
-        scorer = DownstreamScorer(run["downstream"]["path"], run["data_path"], rows, ctx.device)
+        scorer = DownstreamScorer(run.downstream["path"], run.data_path, rows, ctx.device)
     bs = tcfg["batch_size"]
     train_loader = _loader(train_set, ctx, bs, workers=tcfg["num_workers_loader"], seed=seed,
                            steps_per_epoch=tcfg["steps_per_epoch"])
@@ -182,8 +180,8 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
     lr_shape = (1, *val_set[0]["lr"].shape)
     generator.to(ctx.device)
     cost = {"params": count_params(generator), "flops": estimate_flops(generator, lr_shape)}
-    if run.get("measure_latency"):
-        cost["latency_ms"] = _latency(generator, model_name, model_params, lr_shape, run)
+    if run.measure_latency:
+        cost["latency_ms"] = _latency(generator, model_name, model_params, lr_shape, run.latency_cache)
 
     start_epoch, best = 1, None
     steps, train_seconds = 0, 0.0   # optimizer steps and training seconds so far (what a budget counts)
@@ -236,7 +234,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
         total_seen = reduced[-1]
         train_means = {k: v / total_seen for k, v in zip(keys, reduced)} if total_seen else {}
         evaluator = ema.module if ema is not None else generator
-        val = evaluate(evaluator, step, norm, run["data_path"], ctx, max_images=tcfg["val_max_images"],
+        val = evaluate(evaluator, step, norm, run.data_path, ctx, max_images=tcfg["val_max_images"],
                        batch_size=max(bs, 16), with_clean=with_clean, amp=amp, scorer=scorer)
         metrics = {
             "epoch": epoch,
@@ -247,7 +245,7 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
             "lr": step.opt_g.param_groups[0]["lr"] if step.opt_g else 0.0,
             "images_per_s": total_seen / train_time if train_time > 0 and total_seen else 0.0,
             **val,
-            **gap_metrics(val, run.get("reference")),
+            **gap_metrics(val, run.reference),
             **cost,
         }
         run_seconds = time.perf_counter() - started
@@ -270,15 +268,15 @@ def fit(config: dict[str, Any], run: dict[str, Any], ctx: RunContext) -> dict[st
                 "eval_model": evaluator.state_dict(), "step": step.state_dict(),
                 "scheduler": schedule.state_dict() if schedule else None,
                 "model_name": model_name, "model_params": model_params, "kind": spec.kind,
-                "scale": run["scale"], "in_channels": run.get("in_channels", 1),
+                "scale": run.scale, "in_channels": run.in_channels,
                 "normalization": norm.state(), "config": config, "metrics": metrics,
-                "data_path": run.get("data_uri") or run["data_path"],  # the file as the user named it (a URI too)
+                "data_path": run.data_name,  # the file as the user named it (a URI too)
                 "steps": steps, "train_seconds": train_seconds, "run_seconds": run_seconds,
                 "rng": capture_rng_state(),
             }
             save_checkpoint(payload, ckpt_dir / "last.pt", best_path=ckpt_dir / "best.pt" if improved else None)
             if improved:
-                _save_sample_grid(evaluator, norm, val_set, ctx.device, run_dir / SAMPLE_GRID, run["scale"])
+                _save_sample_grid(evaluator, norm, val_set, ctx.device, run_dir / SAMPLE_GRID, run.scale)
             publish_checkpoint(run, improved, SAMPLE_GRID)  # to the run's stored folder, before the report
         metrics["epoch_time_s"] = time.perf_counter() - t0
         metrics["checkpoint_dir"] = stored_dir(run, ckpt_dir)  # where the driver finds it (a URI too)
@@ -321,18 +319,18 @@ def gap_metrics(val: dict[str, float], reference: dict[str, float] | None) -> di
     return out
 
 
-def _latency(model, name: str, params: dict[str, Any], lr_shape: tuple[int, ...], run: dict[str, Any]) -> float:
+def _latency(model, name: str, params: dict[str, Any], lr_shape: tuple[int, ...], cache_file: str | None) -> float:
     """Forward latency (ms) of this architecture, measured once per distinct architecture of a search.
 
     Trials run side by side, so a latency timed inside each trial measures its neighbours as much as itself
     (and a multi-objective search would optimise that noise). Here the fastest of 20 single-thread passes is
-    taken (the least disturbed estimate) and cached in ``run["latency_cache"]`` (a JSON file of the search):
-    every later trial of the same architecture reuses the number instead of timing again.
+    taken (the least disturbed estimate) and cached in ``cache_file`` (``RunInfo.latency_cache``, a JSON file of
+    the search): every later trial of the same architecture reuses the number instead of timing again.
     """
     import json
 
     key = json.dumps([name, params, list(lr_shape)], sort_keys=True, default=str)
-    path = Path(run["latency_cache"]) if run.get("latency_cache") else None
+    path = Path(cache_file) if cache_file else None
     cache = json.loads(path.read_text()) if path is not None and path.exists() else {}
     if key in cache:
         return float(cache[key])

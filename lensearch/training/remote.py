@@ -1,33 +1,32 @@
 """A training run whose home is a storage URI (a search whose ``--store`` is ``s3://...``) or whose data file is.
 
-A run's ``run`` info (see :func:`lensearch.training.loop.fit`) may carry:
+A run's :class:`~lensearch.training.runinfo.RunInfo` may carry:
 
 - ``remote_dir``: the URI of the run's folder (``<store>/searches/<search>/trials/<trial_id>``). Each process
-  of the run then works in a node-local scratch folder (:func:`scratch_dir`, ``run["dir"]``), starts by
+  of the run then works in a node-local scratch folder (:func:`scratch_dir`, ``run.dir``), starts by
   downloading what the folder already holds (a retried trial continues from ``last.pt`` on whichever node it
   lands), and uploads ``last.pt``, ``best.pt`` and ``samples.png`` after each save (:func:`publish`), before
   the epoch is reported.
 - ``data_uri``: the data file's URI; each node downloads it once (:func:`lensearch.storage.fetch`) and the run
-  reads the local copy (``run["data_path"]``).
+  reads the local copy (``run.data_path``).
 - ``storage_env``: the object store's endpoint and region as the driver knew them
   (:func:`lensearch.storage.carried_env`), for nodes that have no setting of their own.
 
-Without these keys every function here leaves the run as it is (plain or shared-filesystem paths).
+Without these fields every function here leaves the run as it is (plain or shared-filesystem paths).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
 from lensearch import storage
+from lensearch.training.runinfo import RunInfo
 
 CHECKPOINTS = "checkpoints"
 
 
-def is_remote(run: dict[str, Any]) -> bool:
-    return bool(run.get("remote_dir"))
+def is_remote(run: RunInfo) -> bool:
+    return bool(run.remote_dir)
 
 
 def scratch_dir(remote_dir: str) -> Path:
@@ -44,38 +43,37 @@ def scratch_dir(remote_dir: str) -> Path:
     return storage.cache_root() / "runs" / node / storage.slug(remote_dir)
 
 
-def localize_run(run: dict[str, Any]) -> dict[str, Any]:
+def localize_run(run: RunInfo) -> RunInfo:
     """``run`` with node-local paths: the data file fetched, the run folder in this node's scratch space with
     the stored folder's files downloaded into it (a retried trial finds its ``last.pt``)."""
-    if not run.get("remote_dir") and not run.get("data_uri"):
+    if not run.remote_dir and not run.data_uri:
         return run
-    storage.apply_env(run.get("storage_env"))
-    run = dict(run)
-    if run.get("data_uri"):
-        run["data_path"] = str(storage.fetch(run["data_uri"], "data"))
-    if run.get("remote_dir"):
-        local = scratch_dir(run["remote_dir"])
+    storage.apply_env(run.storage_env)
+    if run.data_uri:
+        run = run.replace(data_path=str(storage.fetch(run.data_uri, "data")))
+    if run.remote_dir:
+        local = scratch_dir(run.remote_dir)
         local.mkdir(parents=True, exist_ok=True)
-        storage.download_tree(run["remote_dir"], local)  # what an earlier attempt stored (on any node)
-        run["dir"] = str(local)
-        if run.get("latency_cache"):  # the driver's path does not exist here: a per-node cache of latencies
-            run["latency_cache"] = str(local.parent / "latency.json")
+        storage.download_tree(run.remote_dir, local)  # what an earlier attempt stored (on any node)
+        run = run.replace(dir=str(local))
+        if run.latency_cache:  # the driver's path does not exist here: a per-node cache of latencies
+            run = run.replace(latency_cache=str(local.parent / "latency.json"))
     return run
 
 
-def publish(run: dict[str, Any], *names: str) -> None:
+def publish(run: RunInfo, *names: str) -> None:
     """Upload the files ``names`` (relative to the run folder) that exist to the run's stored folder."""
-    if not run.get("remote_dir"):
+    if not run.remote_dir:
         return
-    local = Path(run["dir"])
+    local = Path(run.dir)
     for rel in names:
         if (local / rel).is_file():
-            storage.upload(local / rel, storage.join(run["remote_dir"], rel))
+            storage.upload(local / rel, storage.join(run.remote_dir, rel))
 
 
-def publish_checkpoint(run: dict[str, Any], improved: bool, sample_grid: str) -> None:
+def publish_checkpoint(run: RunInfo, improved: bool, sample_grid: str) -> None:
     """After a save: ``last.pt`` always, ``best.pt`` and the sample grid when the epoch improved."""
-    if not run.get("remote_dir"):
+    if not run.remote_dir:
         return
     names = [f"{CHECKPOINTS}/last.pt"]
     if improved:
@@ -83,18 +81,18 @@ def publish_checkpoint(run: dict[str, Any], improved: bool, sample_grid: str) ->
     publish(run, *names)
 
 
-def stored_dir(run: dict[str, Any], ckpt_dir: Path) -> str:
+def stored_dir(run: RunInfo, ckpt_dir: Path) -> str:
     """The checkpoint folder as reported (``checkpoint_dir``): its URI for a stored run, else the local path."""
-    return storage.join(run["remote_dir"], CHECKPOINTS) if run.get("remote_dir") else str(ckpt_dir)
+    return storage.join(run.remote_dir, CHECKPOINTS) if run.remote_dir else str(ckpt_dir)
 
 
-def pull(run: dict[str, Any], *names: str) -> None:
+def pull(run: RunInfo, *names: str) -> None:
     """Download the files ``names`` of the run's stored folder that exist into the run folder."""
-    if not run.get("remote_dir"):
+    if not run.remote_dir:
         return
-    storage.apply_env(run.get("storage_env"))
+    storage.apply_env(run.storage_env)
     for rel in names:
-        storage.download(storage.join(run["remote_dir"], rel), Path(run["dir"]) / rel)
+        storage.download(storage.join(run.remote_dir, rel), Path(run.dir) / rel)
 
 
 def checkpoint_location(location: str | os.PathLike) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 
 from lensearch.errors import expect
 from lensearch.storage import is_uri
+from lensearch.training.runinfo import RunInfo
 
 TRIAL_CPU = 0.01  # what the Tune trial itself reserves when it only drives a TorchTrainer
 
@@ -71,14 +72,14 @@ class Resources:
         return max(1, int(self.cpus_per_worker))
 
 
-def prepare_data(data_cfg: dict[str, Any], root: Path, *, progress: bool = True) -> dict[str, Any]:
+def prepare_data(data_cfg: dict[str, Any], root: Path, *, progress: bool = True) -> RunInfo:
     """Make sure the HDF5 file exists (simulating it from ``data_cfg['preset']`` on first use), validate it,
     and compute what every trial needs from it once: scale, channels, train statistics.
 
     ``data_cfg['path']`` may be a storage URI (``s3://bucket/file.h5``): the file is fetched once per node
     (:func:`lensearch.storage.fetch`) and the run info carries ``data_uri`` so trials on other nodes fetch it too.
 
-    Returns the ``run`` info shared by all trials (without the per-trial ``dir``).
+    Returns the :class:`~lensearch.training.runinfo.RunInfo` shared by all trials (without the per-trial ``dir``).
     """
     from lensearch.data.store import open_h5, train_stats
 
@@ -107,22 +108,17 @@ def prepare_data(data_cfg: dict[str, Any], root: Path, *, progress: bool = True)
     info = open_h5(path)
     expect(info.splits.get("train", 0) > 0 and info.splits.get("val", 0) > 0,
            f"{path}: needs non-empty train and val splits, got {info.splits}")
-    return {
-        **({"data_uri": uri} if uri is not None else {}),
-        "data_path": str(path),
-        "scale": int(info.scale),
-        "in_channels": int(info.hr_shape[0]) if len(info.hr_shape) == 3 else 1,
-        "has_clean": bool(info.has_clean),
-        "stats": train_stats(path),
-    }
+    return RunInfo(data_path=str(path), scale=int(info.scale),
+                   in_channels=int(info.hr_shape[0]) if len(info.hr_shape) == 3 else 1,
+                   has_clean=bool(info.has_clean), stats=train_stats(path), data_uri=uri)
 
 
-def run_in_trial(config: dict[str, Any], run: dict[str, Any], resources: Resources, *, name: str) -> None:
+def run_in_trial(config: dict[str, Any], run: RunInfo, resources: Resources, *, name: str) -> None:
     """Run one training inside the current Tune trial. ``resources`` must already be resolved."""
     from lensearch.training.context import TuneContext, pick_device, set_threads
     from lensearch.training.loop import fit, train_worker
 
-    run = {**run, "threads": resources.threads}
+    run = run.replace(threads=resources.threads)
     if resources.workers == 1:
         set_threads(resources.threads)
         fit(config, run, TuneContext(device=pick_device(resources.use_gpu)))
@@ -132,7 +128,7 @@ def run_in_trial(config: dict[str, Any], run: dict[str, Any], resources: Resourc
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    storage = Path(run["dir"]).resolve() / "ray_train"
+    storage = Path(run.dir).resolve() / "ray_train"
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker

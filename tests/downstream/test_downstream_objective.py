@@ -104,8 +104,8 @@ def test_loop_reports_the_auc_of_its_sr_images(nl_h5, classifier, tmp_path):
                                  "normalization": {"name": "asinh", "softening": 0.3},
                                  "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 8,
                                            "val_max_images": 24, "monitor": "val_downstream_auc"}})
-    run = {**prepare_data({"path": str(nl_h5)}, tmp_path, progress=False), "dir": str(tmp_path / "run"),
-           "downstream": classifier}
+    run = prepare_data({"path": str(nl_h5)}, tmp_path, progress=False).replace(dir=str(tmp_path / "run"),
+                                                                               downstream=classifier)
     reports = []
     fit(config, run, RunContext(device=torch.device("cpu"), report_fn=reports.append))
     assert [r["epoch"] for r in reports] == [1, 2]

@@ -21,13 +21,13 @@ from lensearch.training.checkpoint import load_checkpoint
 from lensearch.training.config import resolve_run_config
 from lensearch.training.context import RunContext
 from lensearch.training.loop import fit
+from lensearch.training.runinfo import RunInfo
 
 ESPCN = {"name": "espcn", "num_features": 8, "num_layers": 3}
 
 
 def _fit(tiny_h5, run_dir, lr, train):
-    run = {"data_path": str(tiny_h5), "dir": str(run_dir), "scale": 2, "has_clean": True,
-           "stats": train_stats(tiny_h5)}
+    run = RunInfo(data_path=str(tiny_h5), dir=str(run_dir), scale=2, has_clean=True, stats=train_stats(tiny_h5))
     reports = []
     config = resolve_run_config({"model": ESPCN, "optimizer": {"name": "adam", "lr": lr},
                                  "scheduler": {"name": "cosine"}, "train": train})

@@ -90,12 +90,13 @@ def test_trials_and_their_reference_use_one_validation_set(tmp_path):
 def test_the_estimate_times_each_model_and_flags_a_budget_no_trial_fits(tmp_path, tiny_h5):
     from lensearch.data.store import train_stats
     from lensearch.search.estimate import estimate_search
+    from lensearch.training.runinfo import RunInfo
 
     doc = {**BASE, "space": {"model": {"choice": {"espcn": {"num_features": 8, "num_layers": 3},
                                                   "rdn": {"num_features": 8, "num_blocks": 1}}},
                              "train": {"batch_size": 8, "patch_size": 32, "steps_per_epoch": 10}}}
     search = load_search(_write(tmp_path, doc))
-    run_info = {"data_path": str(tiny_h5), "scale": 2, "in_channels": 1, "stats": train_stats(tiny_h5)}
+    run_info = RunInfo(data_path=str(tiny_h5), scale=2, in_channels=1, stats=train_stats(tiny_h5))
     budget = {"num_samples": 4, "max_epochs": 2, "time_budget_s": 1e-3}
     estimates, lines = estimate_search(search, run_info, budget=budget, threads=1, workers=1, concurrency=2)
     assert [e.model for e in estimates] == ["espcn", "rdn"]

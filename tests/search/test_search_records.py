@@ -149,3 +149,29 @@ def test_an_errored_trial_is_one_line_with_the_innermost_type_and_message():
     board = leaderboard(SearchOutcome("s", Path("."), [("val_psnr", "max")], rows, None, "", 0.0))
     assert f"t_bad: errored: {line}" in board.splitlines()  # whole, though the column cuts it
     assert "errored: RayTaskError" not in board
+
+
+def test_the_tracker_pickles_its_search_info_as_the_plain_mapping_it_always_was(tmp_path):
+    """Tune keeps the MLflow callback pickled in the search's ``tune/`` state and ``--resume`` uses that copy: the
+    SearchInfo goes in as a dict, and a tracker pickled before SearchInfo existed (a dict without the remote-store
+    keys) comes back with a SearchInfo."""
+    import pickle
+
+    from lensearch.search.tracking import MLflowTracker, SearchInfo
+
+    info = SearchInfo(name="rec", max_epochs=3, trials_dir=tmp_path / "trials", objectives=[("val_psnr", "max")],
+                      params={"data": "d.h5"}, artifacts=[tmp_path / "search.yaml"], tags={"t": "v"},
+                      log_checkpoints=False, system_metrics=2.0, max_retries=2)
+    tracker = MLflowTracker("sqlite:///unused.db", "rec", tmp_path, info)
+    state = tracker.__getstate__()
+    assert state["info"] == info.to_dict() and isinstance(state["info"], dict)
+    assert pickle.loads(pickle.dumps(tracker)).info == info
+
+    old = {"name": "rec", "max_epochs": 3, "trials_dir": str(tmp_path / "trials"), "objectives": [("val_psnr", "max")],
+           "log_checkpoints": True, "system_metrics": None, "params": {"data": "d.h5"}, "artifacts": [],
+           "tags": {}, "max_retries": 1}
+    legacy = MLflowTracker.__new__(MLflowTracker)
+    legacy.__setstate__({**state, "info": old})
+    assert legacy.info == SearchInfo(name="rec", max_epochs=3, trials_dir=tmp_path / "trials",
+                                     objectives=[("val_psnr", "max")], params={"data": "d.h5"}, max_retries=1)
+    assert legacy.info.trials_uri is None and legacy.info.log_checkpoints

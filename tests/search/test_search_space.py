@@ -239,6 +239,22 @@ def test_pareto_front_compares_completed_trials_only():
     assert [r.trial_id for r in pareto_front(outcome)] == ["a", "c"]
 
 
+def test_pareto_front_tie_rule_keeps_rows_equal_on_every_objective():
+    """Dominated = another row at least as good on every objective and strictly better on one. Rows equal on every
+    objective all stay, whatever their other metrics (here the epoch of their best report); a row equal on one
+    objective and worse on the other is dominated."""
+    from lensearch.search.results import TrialRow, pareto_rows
+
+    def row(tid, psnr, params, epoch):
+        return TrialRow(tid, "completed", 3, {"val_psnr": psnr, "params": params, "epoch": epoch}, {}, None, None)
+
+    rows = [row("a", 30.0, 100.0, 3), row("b", 30.0, 100.0, 2), row("c", 30.0, 150.0, 3), row("d", 29.0, 100.0, 3),
+            row("e", 31.0, 300.0, 1)]
+    objectives = [("val_psnr", "max"), ("params", "min")]
+    assert [r.trial_id for r in pareto_rows(rows, objectives)] == ["a", "b", "e"]
+    assert [r.trial_id for r in pareto_rows(rows[:2], objectives)] == ["a", "b"]  # exact duplicates: both
+
+
 def test_optuna_is_told_the_best_epoch_like_the_leaderboard(tmp_path):
     """The leaderboard and export rank a trial by its best epoch; Optuna must be told the same value."""
     from lensearch.search.samplers import make_searcher

@@ -16,6 +16,7 @@ from lensearch.training.checkpoint import load_checkpoint
 from lensearch.training.config import resolve_run_config
 from lensearch.training.context import RunContext
 from lensearch.training.loop import fit
+from lensearch.training.runinfo import RunInfo
 from lensearch.training.steps import NonFiniteLoss
 from lensearch.training.validate import check_run_config
 
@@ -23,8 +24,8 @@ TINY_RDN = {"name": "rdn", "num_features": 8, "num_blocks": 1, "num_layers": 2, 
 
 
 def _run(tiny_h5, tmp_path, **extra):
-    return {"data_path": str(tiny_h5), "dir": str(tmp_path), "scale": 2, "has_clean": True,
-            "stats": train_stats(tiny_h5), **extra}
+    return RunInfo(data_path=str(tiny_h5), dir=str(tmp_path), scale=2, has_clean=True, stats=train_stats(tiny_h5),
+                   **extra)
 
 
 def _val(tiny_h5):

@@ -14,13 +14,14 @@ from lensearch.training.config import resolve_run_config
 from lensearch.training.context import RunContext
 from lensearch.training.ema import WarmEMA
 from lensearch.training.loop import DrawSampler, fit, gap_metrics
+from lensearch.training.runinfo import RunInfo
 
 ESPCN = {"name": "espcn", "num_features": 8, "num_layers": 3}
 
 
 def _fit(tiny_h5, tmp_path, train, lr=2e-3, **run_extra):
-    run = {"data_path": str(tiny_h5), "dir": str(tmp_path), "scale": 2, "has_clean": True,
-           "stats": train_stats(tiny_h5), **run_extra}
+    run = RunInfo(data_path=str(tiny_h5), dir=str(tmp_path), scale=2, has_clean=True, stats=train_stats(tiny_h5),
+                  **run_extra)
     reports = []
     config = resolve_run_config({"model": ESPCN, "optimizer": {"name": "adam", "lr": lr}, "train": train})
     fit(config, run, RunContext(torch.device("cpu"), report_fn=reports.append))
@@ -146,15 +147,15 @@ def test_latency_is_measured_once_per_architecture_and_reused(tmp_path):
     from lensearch.models import registry
     from lensearch.training.loop import _latency
 
-    run = {"latency_cache": str(tmp_path / "latency.json")}
+    cache_file = str(tmp_path / "latency.json")
     model = registry.build("espcn", scale=2, num_features=8, num_layers=3)
-    first = _latency(model, "espcn", {"num_features": 8, "num_layers": 3}, (1, 1, 16, 16), run)
+    first = _latency(model, "espcn", {"num_features": 8, "num_layers": 3}, (1, 1, 16, 16), cache_file)
     assert first > 0
     cache = json.loads((tmp_path / "latency.json").read_text())
     assert list(cache.values()) == [first]
     # a later trial of the same architecture gets the cached number, whatever its own timing would say
     key = next(iter(cache))
     (tmp_path / "latency.json").write_text(json.dumps({key: 123.0}))
-    assert _latency(model, "espcn", {"num_features": 8, "num_layers": 3}, (1, 1, 16, 16), run) == 123.0
-    other = _latency(model, "espcn", {"num_features": 8, "num_layers": 4}, (1, 1, 16, 16), run)
+    assert _latency(model, "espcn", {"num_features": 8, "num_layers": 3}, (1, 1, 16, 16), cache_file) == 123.0
+    other = _latency(model, "espcn", {"num_features": 8, "num_layers": 4}, (1, 1, 16, 16), cache_file)
     assert other != 123.0 and len(json.loads((tmp_path / "latency.json").read_text())) == 2
