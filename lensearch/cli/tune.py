@@ -43,7 +43,8 @@ def register(sub) -> None:
                     "it with early stopping, each trial is a Ray Train (DDP) run, and MLflow logs every trial "
                     "(one parent run per search, one child run per trial).",
     )
-    p.add_argument("file", type=Path, help="search-space file, e.g. search_spaces/smoke.yaml")
+    p.add_argument("file", type=location, help="search-space file, e.g. search_spaces/smoke.yaml (or a URI such as "
+                                                "the search.yaml a search in object storage keeps, for --resume)")
     p.add_argument("--num-samples", type=positive_int, help="override budget.num_samples")
     p.add_argument("--max-epochs", type=positive_int, help="override budget.max_epochs")
     p.add_argument("--time-budget", type=positive_float, metavar="SECONDS",
@@ -122,7 +123,7 @@ def run_tune(args) -> int:
             open_h5(local_copy(args.data))
         except UserError as err:
             raise UserError(f"--data {err}") from None
-    search = load_search(args.file)
+    search = load_search(local_copy(args.file))
     outcome = run_search(search, _options(args, num_samples=args.num_samples, max_epochs=args.max_epochs,
                                           resume=args.resume, time_budget_s=args.time_budget,
                                           max_retries=args.max_retries,

@@ -130,9 +130,13 @@ def resumed_origin(search_dir: Path, store: str | os.PathLike | None, tracking_u
 def resume_command(search_dir: Path, address: str | None = None, search_uri: str | None = None) -> str:
     """The command line that continues the search in ``search_dir`` from any working directory: its own copy of
     the search file and its directory (which records the store, tracking URI and data file); with a remote
-    store, the search's URI (``search_dir`` is then the driver's working copy)."""
+    store, the search's URI and the copy of the search file stored there (``search_dir`` is then the driver's
+    working copy, which another machine does not have)."""
+    from lensearch.storage import join
+
     search_dir = Path(search_dir).resolve()
-    words = ["lensearch", "tune", str(search_dir / SEARCH_FILE), "--resume", search_uri or str(search_dir)]
+    file = join(search_uri, SEARCH_FILE) if search_uri else str(search_dir / SEARCH_FILE)
+    words = ["lensearch", "tune", file, "--resume", search_uri or str(search_dir)]
     if address:
         words += ["--address", address]
     return " ".join(shlex.quote(w) for w in words)

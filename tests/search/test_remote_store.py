@@ -175,6 +175,7 @@ def test_a_search_in_s3_interrupted_and_resumed_on_another_machine_keeps_each_tr
     cache: the first driver's working copy is gone). The search goes on where it stopped: the same MLflow parent,
     every trial once in MLflow with each epoch once, no configuration drawn twice, ASHA's records restored from
     the bucket, and every trial's checkpoints in the bucket load."""
+    import shlex
     import shutil
 
     from helpers import interrupt_tune
@@ -200,8 +201,15 @@ def test_a_search_in_s3_interrupted_and_resumed_on_another_machine_keeps_each_tr
     assert storage.exists(f"{search_uri}/scheduler_state.json")  # ASHA's records, mirrored to the bucket
     shutil.rmtree(tmp_path / "cache-a")  # another machine: nothing of the first driver's copy is at hand
 
-    resumed = _lensearch("tune", str(path), "--resume", search_uri, "--address", address, "--json",
-                         env={**env, "LENSEARCH_CACHE": str(tmp_path / "cache-b")}, cwd=tmp_path, timeout=300)
+    # the printed hint, run as printed: the search file is the copy in the bucket, the search its URI
+    hints = [ln.split("continue with: ", 1)[1] for ln in output.splitlines() if "continue with: " in ln]
+    assert hints, output
+    words = shlex.split(hints[-1])
+    hint = hints[-1]
+    assert words[:2] == ["lensearch", "tune"] and words[2] == f"{search_uri}/search.yaml", hint
+    assert words[3:5] == ["--resume", search_uri] and words[5:] == ["--address", address], hint
+    resumed = _lensearch(*words[1:], "--json", env={**env, "LENSEARCH_CACHE": str(tmp_path / "cache-b")},
+                         cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "restored the AsyncHyperBandScheduler records of" in resumed.stderr, resumed.stderr
     result = json.loads(resumed.stdout.strip().splitlines()[-1])

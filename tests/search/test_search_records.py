@@ -93,6 +93,10 @@ def test_the_resume_hint_is_a_command_that_works_from_anywhere(tmp_path):
     assert words == ["lensearch", "tune", str(search_dir / "search.yaml"), "--resume", str(search_dir),
                      "--address", "auto"]
     assert all(os.path.isabs(w) for w in (words[2], words[4]))
+    # a search in object storage: another machine has no working copy, so the file is the bucket's copy
+    uri = "s3://bucket/pre/searches/rec-20260101-120000"
+    words = shlex.split(resume_command(search_dir, search_uri=uri))
+    assert words == ["lensearch", "tune", f"{uri}/search.yaml", "--resume", uri]
 
 
 def test_the_data_digest_is_the_file_sha256_and_is_cached_by_size_and_mtime(tmp_path):
