@@ -458,8 +458,11 @@ TASK_METRICS = {"classify": ("auc_macro", True), "find": ("auc_macro", True), "r
 
 def downstream_summary(results: dict[str, Any]) -> dict[str, Any]:
     """Tables and findings from ``lensearch downstream``'s ``downstream.json``: per task the headline metric of
-    every version (HR, bicubic, SR:..., LR-trained) with its 95 % bootstrap interval, and the share of the
-    bicubic -> HR gap SR closes."""
+    every version (HR, bicubic, SR:..., LR-trained) with its 95 % bootstrap interval; for each SR version the
+    paired SR - bicubic difference (``comparisons``: the same test images resampled together) and, only where HR
+    and bicubic themselves differ (intervals apart), the share of the bicubic -> HR difference SR recovers. A
+    share of a difference that is noise (HR and bicubic within each other's interval) would be a meaningless
+    ratio, so none is stated then."""
     rows, findings = [], []
     for task, body in (results.get("tasks") or {}).items():
         metric, higher = TASK_METRICS.get(task, (None, True))
@@ -481,27 +484,54 @@ def downstream_summary(results: dict[str, Any]) -> dict[str, Any]:
         lrt = vals.get("LR-trained")
         word = "higher" if higher else "lower"
         if hr and bic and hr.get("value") is not None and bic.get("value") is not None:
-            span = hr["value"] - bic["value"]
             for name, s in srs.items():
                 if s.get("value") is None:
                     continue
-                share = (s["value"] - bic["value"]) / span if span else float("nan")
-                findings.append(
-                    f"{task} ({metric}, {word} is better, {body.get('n_test')} test images): {name} "
-                    f"{_v(s)} vs bicubic {_v(bic)} and HR {_v(hr)}"
-                    + (f"; SR closes {100 * share:.0f} % of the bicubic -> HR difference" if math.isfinite(share)
-                       else "; bicubic already equals HR here") + ("." if not _overlap(s, bic) else
-                                                                   "; the SR and bicubic intervals overlap."))
+                pair = ((body.get("comparisons") or {}).get(name) or {}).get(metric) or {}
+                text = (f"{task} ({metric}, {word} is better, {body.get('n_test')} test images): {name} {_v(s)} "
+                        f"vs bicubic {_v(bic)} and HR {_v(hr)}")
+                diff = pair.get("vs_bicubic")
+                if diff and diff.get("value") is not None:
+                    text += f"; SR - bicubic {_v(diff)} (paired)"
+                    text += ": " + _verdict(diff, higher, "SR", "bicubic")
+                else:
+                    text += "; " + ("the SR and bicubic intervals overlap" if _overlap(s, bic) else
+                                    _verdict(_apart(s, bic), higher, "SR", "bicubic"))
+                span = hr["value"] - bic["value"]
+                if _overlap(hr, bic) or not span:
+                    text += "; HR and bicubic are not distinguishable on this task, so no share of their difference " \
+                            "is stated."
+                else:
+                    rec = pair.get("recovered") or {}
+                    share = rec.get("value") if rec.get("value") is not None else (s["value"] - bic["value"]) / span
+                    text += (f"; SR recovers {fmt_ci(share, rec.get('lo'), rec.get('hi'), pct=True)} of the "
+                             f"bicubic -> HR difference.")
+                findings.append(text)
         if lrt and bic and lrt.get("value") is not None and bic.get("value") is not None:
-            better = (lrt["value"] > bic["value"]) == higher
-            findings.append(f"{task}: a network trained on bicubically upsampled LR images scores {_v(lrt)}, "
-                            + ("better" if better else "not better") + f" than the HR-trained network on bicubic "
-                            f"images ({_v(bic)})" + (f" and than SR ({', '.join(_v(s) for s in srs.values())})"
-                                                      if any(s.get('value') is not None for s in srs.values())
-                                                      and all(((lrt['value'] > s['value']) == higher)
-                                                              for s in srs.values() if s.get('value') is not None)
-                                                      else "") + ".")
+            def versus(other: dict[str, Any]) -> str:
+                if _overlap(lrt, other):
+                    return "not distinguishable from"
+                return "better than" if (lrt["value"] > other["value"]) == higher else "worse than"
+            sr_vals = [s for s in srs.values() if s.get("value") is not None]
+            findings.append(f"{task}: a network trained on bicubically upsampled LR images scores {_v(lrt)}: "
+                            f"{versus(bic)} the HR-trained network on bicubic images ({_v(bic)})"
+                            + "".join(f"; {versus(s)} SR ({_v(s)})" for s in sr_vals)
+                            + " (95 % intervals apart or not).")
     return {"rows": rows, "findings": findings}
+
+
+def _apart(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """An interval for a - b that excludes 0 on the side the two intervals are apart (unpaired fallback)."""
+    gap = a["value"] - b["value"]
+    return {"value": gap, "lo": gap, "hi": gap}
+
+
+def _verdict(diff: dict[str, Any], higher: bool, a: str, b: str) -> str:
+    lo, hi = diff.get("lo"), diff.get("hi")
+    if lo is None or hi is None or (lo <= 0 <= hi):
+        return f"{a} and {b} are not distinguishable (the interval includes 0)"
+    better = (lo > 0) == higher
+    return f"{a} is consistently {'better' if better else 'worse'} than {b}"
 
 
 def _v(m: dict[str, Any]) -> str:

@@ -168,17 +168,34 @@ def test_downstream_summary():
         "find": {"n_test": 80, "versions": {"HR": {"metrics": {"auc_macro": m(0.99, 0.97, 1.0)}},
                                             "bicubic": {"metrics": {"auc_macro": m(0.80, 0.70, 0.88)}},
                                             "SR:export_sr": {"metrics": {"auc_macro": m(0.95, 0.91, 0.98)}},
-                                            "LR-trained": {"metrics": {"auc_macro": m(0.97, 0.94, 0.99)}}}},
+                                            "LR-trained": {"metrics": {"auc_macro": m(0.97, 0.94, 0.99)}}},
+                 "comparisons": {"SR:export_sr": {"auc_macro": {"vs_bicubic": m(0.15, 0.08, 0.22),
+                                                                "recovered": m(0.79, 0.5, 1.1)}}}},
         "regress": {"n_test": 60, "versions": {"HR": {"metrics": {"mae_theta_E": m(0.02, 0.015, 0.025)}},
                                                "bicubic": {"metrics": {"mae_theta_E": m(0.06, 0.05, 0.07)}},
-                                               "SR:export_sr": {"metrics": {"mae_theta_E": m(0.03, 0.02, 0.04)}}}}}}
+                                               "SR:export_sr": {"metrics": {"mae_theta_E": m(0.03, 0.02, 0.04)}}}},
+        # HR and bicubic within each other's interval: a share of their difference would be noise over noise
+        "classify": {"n_test": 60, "versions": {"HR": {"metrics": {"auc_macro": m(0.670, 0.56, 0.77)}},
+                                                "bicubic": {"metrics": {"auc_macro": m(0.688, 0.58, 0.78)}},
+                                                "SR:export_sr": {"metrics": {"auc_macro": m(0.566, 0.45, 0.68)}},
+                                                "LR-trained": {"metrics": {"auc_macro": m(0.672, 0.57, 0.77)}}},
+                     "comparisons": {"SR:export_sr": {"auc_macro": {"vs_bicubic": m(-0.122, -0.24, -0.01),
+                                                                    "recovered": m(6.66, -20, 20)}}}}}}
     out = studies.downstream_summary(ds)
-    assert len(out["rows"]) == 7
+    assert len(out["rows"]) == 11
     text = "\n".join(out["findings"])
     assert "find (auc_macro, higher is better, 80 test images): SR:export_sr 0.950 [0.910, 0.980]" in text
-    assert "SR closes 79 % of the bicubic -> HR difference" in text
-    assert "SR closes 75 % of the bicubic -> HR difference" in text  # regress: lower is better, same formula
-    assert "better than the HR-trained network on bicubic images (0.800 [0.700, 0.880]) and than SR" in text
+    assert "SR - bicubic 0.150 [0.080, 0.220] (paired): SR is consistently better than bicubic" in text
+    assert "SR recovers 79.0 % [50.0, 110.0] of the bicubic -> HR difference" in text
+    # no paired comparison: the unpaired intervals decide; lower is better, the same share formula
+    assert "SR recovers 75.0 % of the bicubic -> HR difference" in text
+    assert "SR - bicubic -0.122 [-0.240, -0.010] (paired): SR is consistently worse than bicubic" in text
+    assert "666" not in text and "classify" in text
+    assert "HR and bicubic are not distinguishable on this task, so no share of their difference is stated" in text
+    assert "find: a network trained on bicubically upsampled LR images scores 0.970 [0.940, 0.990]: better than " \
+           "the HR-trained network on bicubic images" in text
+    assert "classify: a network trained on bicubically upsampled LR images scores 0.672 [0.570, 0.770]: not " \
+           "distinguishable from the HR-trained network" in text
 
 
 # ------------------------------------------------------------------------------------------ documents
