@@ -27,7 +27,7 @@ from lensearch.search.layout import (BUDGET, LATENCY_CACHE, OPTUNA_JOURNAL, RUN_
 from lensearch.search.leaderboard import ProgressPrinter, leaderboard
 from lensearch.search.refit import REFIT, REFIT_OF, START_S, load_refit_config, pick, refit_seconds
 from lensearch.search.results import DOWNSTREAM_METRIC, SearchOutcome, outcome_from_results, summary_metrics
-from lensearch.search.samplers import make_scheduler, make_searcher
+from lensearch.search.samplers import make_scheduler, make_searcher, stop_epochs
 from lensearch.search.schema import INCOMPARABLE_METRICS, SearchFile, load_search
 from lensearch.training.config import MONITORABLE, resolve_run_config
 from lensearch.training.runner import Resources
@@ -42,8 +42,10 @@ def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
 
     space = setup["space"]
     trials_dir = setup.get("trials_uri") or Path(setup["trials_dir"])  # a URI with a remote store
+    run = dict(setup["run"])
     if REFIT_OF in params:  # the refit phase: continue a trial of the search (search/refit.py)
         config = load_refit_config(trials_dir, params[REFIT_OF], setup["refit_s"])
+        run.pop("grid_epochs", None)  # its time budget may end it at any epoch: a grid at every improvement
     else:
         config = space.materialize(params) if space is not None else dict(setup["config"])
         train = {"monitor": setup["monitor"]} if setup.get("monitor") else {}  # best.pt follows the objective
@@ -53,7 +55,7 @@ def trial_function(params: dict[str, Any], setup: dict[str, Any]) -> None:
     config["data"] = setup["data"]
     config = resolve_run_config(config)
     trial_id = tune.get_context().get_trial_id()
-    run = {**setup["run"], "dir": str(Path(setup["trials_dir"]) / trial_id)}
+    run = {**run, "dir": str(Path(setup["trials_dir"]) / trial_id)}
     if setup.get("trials_uri"):  # a remote store: a node-local folder, mirrored to the store (training/remote.py)
         from lensearch.storage import join
         from lensearch.training.remote import pull, scratch_dir
@@ -285,6 +287,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                  "max_epochs": max_epochs, "data": search.data, "trial_time_s": budget.get("trial_time_s"),
                  "run": {**run_info, "measure_latency": "latency_ms" in _metrics_named(search, fixed_config),
                          **_fault_injection(),
+                         **({"grid_epochs": stop_epochs(search, max_epochs)} if fixed_config is None else {}),
                          **({"storage_env": carried_env()} if remote is not None or "data_uri" in run_info else {}),
                          "latency_cache": str(search_dir / LATENCY_CACHE)},
                  "trials_dir": str(trials_dir), "resources": resources,
