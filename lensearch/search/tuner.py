@@ -341,7 +341,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                                              journal=search_dir / OPTUNA_JOURNAL),
                     scheduler=make_scheduler(search, max_epochs, notice=(lambda _: None) if opts.quiet else None),
                     num_samples=budget["num_samples"], max_concurrent_trials=concurrency,
-                    time_budget_s=(budget["time_budget_s"] - refit_s) if budget["time_budget_s"] else None)
+                    time_budget_s=(budget["time_budget_s"] - refit_s) if budget["time_budget_s"] else None,
+                    reuse_actors=reuse_actors(resources))
             tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=tune.RunConfig(
                 # a copy: Tune appends its own loggers (open files) to the list, which a refit could not pickle
                 name=TUNE, storage_path=storage_path, verbose=0,
@@ -531,6 +532,18 @@ def _reference(data_path: str, max_images: int = 0) -> dict[str, float]:
     out = {f"bicubic_val_{k}": v for k, v in base["methods"]["bicubic"].items()}
     out.update({f"noise_ceiling_val_{k}": v for k, v in (base.get("noise_ceiling") or {}).items()})
     return out
+
+
+def reuse_actors(resources: Resources) -> bool:
+    """Whether a finished trial's process runs the next trial (Tune's ``reuse_actors``; its default is off).
+
+    On for single-worker trials, which train in the trial process itself: the next trial then skips starting a
+    Python process and importing torch and lensearch, and finds the training data already in memory
+    (:mod:`lensearch.data.dataset`'s per-process cache). Everything a trial depends on is set up again by
+    :func:`~lensearch.training.loop.fit` (seeds, threads, model, optimizer, loaders). Off for multi-worker trials:
+    their process only drives a Ray Train run, whose own actors start anew for every trial anyway.
+    """
+    return resources.workers == 1
 
 
 def _fit_noting_interrupt(tuner):
