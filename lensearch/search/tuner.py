@@ -113,6 +113,7 @@ class SearchOptions:
     cpus_per_worker: float | None = None  # override resources.cpus_per_worker (capped to what fits)
     max_retries: int | None = None       # override budget.max_retries (restarts of a trial whose process died)
     callbacks: list = field(default_factory=list)  # extra Ray Tune callbacks (benchmarks, notebooks)
+    stop: Any = None                     # a Ray Tune stopper (benchmarks): may end trials or the search early
     system_metrics: float | None = None  # sample CPU/GPU/memory into each trial's MLflow run every N seconds
 
 
@@ -348,7 +349,7 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                 name=TUNE, storage_path=storage_path, verbose=0,
                 # + the scheduler's records, saved in search_dir and restored on --resume (scheduler_state.py)
                 callbacks=list(callbacks) + keepers(tune_config.scheduler, search_dir, quiet=opts.quiet),
-                failure_config=tune.FailureConfig(max_failures=max_retries)))
+                failure_config=tune.FailureConfig(max_failures=max_retries), stop=opts.stop))
         grid, interrupted = _fit_noting_interrupt(tuner)
         tracker.reload()
         _pull_trials(search_dir, search_uri)
