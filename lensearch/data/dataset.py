@@ -18,9 +18,40 @@ from torch.utils.data import Dataset
 from lensearch.data.h5format import H5Info, h5open, open_h5, read_rows, split_indices
 from lensearch.errors import UserError
 
-__all__ = ["Augment", "SRDataset", "check_patch_size", "random_patch"]
+__all__ = ["Augment", "SRDataset", "check_patch_size", "clear_memory_cache", "random_patch"]
 
 Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
+
+# Splits read into RAM (``in_memory=True``), kept for the life of the process: a search's trial process runs
+# trial after trial (Tune's reuse_actors, search/tuner.py), and every trial would otherwise read the same split
+# again. Keyed by the file's identity (resolved path, size, modification time, inode: a rewritten file is read
+# anew) and what was read (split, arrays); only the most recent file's entries are kept.
+_MEMORY: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _file_identity(path: str) -> tuple:
+    stat = os.stat(path)
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def _read_split(path: str, split: str, rows: np.ndarray, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``keys`` of ``rows`` as float32 arrays, from this process's cache when the same file's split was read
+    before. The arrays are shared by every dataset that asks for them: treat them as read-only."""
+    identity = _file_identity(path)
+    key = (identity, split, keys)
+    cached = _MEMORY.get(key)
+    if cached is None:
+        with h5open(path) as f:
+            cached = {k: read_rows(f[k], rows).astype(np.float32, copy=False) for k in keys}
+        for old in [k for k in _MEMORY if k[0] != identity]:  # another file (or this one rewritten): let it go
+            del _MEMORY[old]
+        _MEMORY[key] = cached
+    return cached
+
+
+def clear_memory_cache() -> None:
+    """Forget every split read into RAM by this process."""
+    _MEMORY.clear()
 
 
 def check_patch_size(patch_size: int, info: H5Info, where: str = "") -> int:
@@ -61,7 +92,8 @@ class SRDataset(Dataset):
 
     ``augment(sample, rng)`` (see :func:`lensearch.data.transforms.build_augment`) gets the numpy sample and
     a generator seeded from torch's RNG, so augmentations differ per epoch and follow ``torch.manual_seed``
-    and the DataLoader's worker seeding. ``in_memory=True`` reads the split into RAM once.
+    and the DataLoader's worker seeding. ``in_memory=True`` reads the split into RAM once per process (a later
+    dataset over the same, unchanged file and split shares those arrays).
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train", augment: Augment | None = None,
@@ -78,8 +110,7 @@ class SRDataset(Dataset):
         self._ds: dict[str, h5py.Dataset] = {}
         self._pid: int | None = None
         if in_memory:
-            with h5open(self.path) as f:
-                self._memory = {k: read_rows(f[k], self.rows).astype(np.float32, copy=False) for k in self.keys}
+            self._memory = _read_split(self.path, split, self.rows, self.keys)
 
     def __len__(self) -> int:
         return int(self.rows.size)

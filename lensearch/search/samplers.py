@@ -162,6 +162,22 @@ def make_searcher(search: SearchFile, max_epochs: int, num_samples: int | None =
     )
 
 
+def stop_epochs(search: SearchFile, max_epochs: int) -> list[int] | None:
+    """The epochs (before the last) after which :func:`make_scheduler`'s scheduler may stop a trial: ASHA's
+    rungs, none without early stopping, ``None`` (any epoch) for the others. A trial draws its sample grid
+    there (:class:`lensearch.training.loop.GridSchedule`), so a stopped trial's grid shows its best epoch."""
+    cfg = search.early_stopping
+    if search.multi_objective or cfg["name"] == "none":
+        return []
+    if cfg["name"] != "asha":
+        return None
+    import numpy as np
+
+    grace, rf = min(cfg["grace_period"], max_epochs), cfg["reduction_factor"]
+    rungs = int(np.log(max_epochs / grace) / np.log(rf) + 1)  # as Ray's ASHA bracket counts them (brackets=1)
+    return sorted({math.ceil(grace * rf ** k) for k in range(rungs)} - {max_epochs})
+
+
 def make_scheduler(search: SearchFile, max_epochs: int, *, notice=None):
     """The early-stopping scheduler of ``search`` (``time_attr = epoch``, on the primary objective).
 

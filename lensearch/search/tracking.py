@@ -124,6 +124,16 @@ def versions() -> dict[str, str]:
             "h5py": h5py.__version__, "python": platform.python_version()}
 
 
+def log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    """Log ``params`` (values as text, cut to MLflow's 6000 characters) in batches of 100 (MLflow's limit per
+    call): one database write per batch, not one per parameter (the Tune driver's event loop waits for it)."""
+    from mlflow.entities import Param
+
+    items = [Param(str(k), str(v)[:6000]) for k, v in sorted(params.items())]
+    for a in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[a:a + 100])
+
+
 def _numeric(result: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in result.items():
@@ -272,8 +282,7 @@ class MLflowTracker(Callback):
                     **{f"version.{k}": v for k, v in versions().items()}, **self.info.tags}
             run = self.client.create_run(exp_id, run_name=self.info.name, tags=tags)
             self._state["parent"] = run.info.run_id
-            for key, value in self.info.params.items():
-                self.client.log_param(run.info.run_id, key, str(value)[:6000])
+            log_params(self.client, run.info.run_id, self.info.params)
             for artifact in self.info.artifacts:
                 self.client.log_artifact(run.info.run_id, str(artifact))
         else:
@@ -299,8 +308,7 @@ class MLflowTracker(Callback):
         run = self.client.create_run(exp_id, run_name=f"{self.info.name}-{trial.trial_id}", tags=tags)
         self._state["trials"][trial.trial_id] = run.info.run_id
         self._save_state()
-        for key, value in sorted(trial.config.items()):
-            self.client.log_param(run.info.run_id, key, str(value)[:6000])
+        log_params(self.client, run.info.run_id, trial.config)
         self._log_dataset(run.info.run_id)
         self._start_monitor(trial.trial_id, run.info.run_id, resumed=False)
 

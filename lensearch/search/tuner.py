@@ -27,7 +27,7 @@ from lensearch.search.layout import (BUDGET, LATENCY_CACHE, OPTUNA_JOURNAL, RUN_
 from lensearch.search.leaderboard import ProgressPrinter, leaderboard
 from lensearch.search.refit import REFIT, REFIT_OF, START_S, load_refit_config, pick, refit_seconds
 from lensearch.search.results import DOWNSTREAM_METRIC, SearchOutcome, outcome_from_results, summary_metrics
-from lensearch.search.samplers import make_scheduler, make_searcher
+from lensearch.search.samplers import make_scheduler, make_searcher, stop_epochs
 from lensearch.search.schema import INCOMPARABLE_METRICS, SearchFile, load_search
 from lensearch.search.scheduler_state import STATE_FILE as SCHEDULER_STATE
 from lensearch.search.scheduler_state import SchedulerStateKeeper, keepers
@@ -75,6 +75,8 @@ def trial_function(params: dict[str, Any], setup: TrialSetup) -> None:
     config = resolve_run_config(config)
     trial_id = tune.get_context().get_trial_id()
     run = setup.run.replace(dir=str(Path(setup.trials_dir) / trial_id))
+    if REFIT_OF in params:  # its time budget may end it at any epoch: a grid at every improvement
+        run = run.replace(grid_epochs=None)
     if setup.trials_uri:  # a remote store: a node-local folder, mirrored to the store (training/remote.py)
         from lensearch.storage import join
         from lensearch.training.remote import pull, scratch_dir
@@ -132,6 +134,7 @@ class SearchOptions:
     cpus_per_worker: float | None = None  # override resources.cpus_per_worker (capped to what fits)
     max_retries: int | None = None       # override budget.max_retries (restarts of a trial whose process died)
     callbacks: list = field(default_factory=list)  # extra Ray Tune callbacks (benchmarks, notebooks)
+    stop: Any = None                     # a Ray Tune stopper (benchmarks): may end trials or the search early
     system_metrics: float | None = None  # sample CPU/GPU/memory into each trial's MLflow run every N seconds
 
 
@@ -307,7 +310,8 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
         trial_run = run_info.replace(
             measure_latency="latency_ms" in _metrics_named(search, fixed_config), kill_at_epoch=_fault_injection(),
             storage_env=carried_env() if remote is not None or run_info.data_uri is not None else None,
-            latency_cache=str(search_dir / LATENCY_CACHE))
+            latency_cache=str(search_dir / LATENCY_CACHE),
+            grid_epochs=stop_epochs(search, max_epochs) if fixed_config is None else None)
         setup = TrialSetup(run=trial_run, resources=resources, trials_dir=str(trials_dir), data=search.data,
                            max_epochs=max_epochs, space=None if fixed_config is not None else search.space,
                            config=fixed_config, trial_time_s=budget.get("trial_time_s"), refit_s=refit_s,
@@ -359,14 +363,15 @@ def run_search(search: SearchFile, opts: SearchOptions, *, fixed_config: dict[st
                                              journal=search_dir / OPTUNA_JOURNAL),
                     scheduler=make_scheduler(search, max_epochs, notice=(lambda _: None) if opts.quiet else None),
                     num_samples=budget["num_samples"], max_concurrent_trials=concurrency,
-                    time_budget_s=(budget["time_budget_s"] - refit_s) if budget["time_budget_s"] else None)
+                    time_budget_s=(budget["time_budget_s"] - refit_s) if budget["time_budget_s"] else None,
+                    reuse_actors=reuse_actors(resources))
             tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=tune.RunConfig(
                 # a copy: Tune appends its own loggers (open files) to the list, which a refit could not pickle
                 name=TUNE, storage_path=storage_path, verbose=0,
                 # + the scheduler's records, saved in search_dir and restored on --resume (scheduler_state.py)
                 callbacks=list(callbacks) + keepers(tune_config.scheduler, search_dir, quiet=opts.quiet,
                                                     uri=search_uri),
-                failure_config=tune.FailureConfig(max_failures=max_retries)))
+                failure_config=tune.FailureConfig(max_failures=max_retries), stop=opts.stop))
         grid, interrupted = _fit_noting_interrupt(tuner)
         tracker.reload()
         _pull_trials(search_dir, search_uri)
@@ -571,6 +576,18 @@ def _reference(data_path: str, max_images: int = 0) -> dict[str, float]:
     out = {f"bicubic_val_{k}": v for k, v in base["methods"]["bicubic"].items()}
     out.update({f"noise_ceiling_val_{k}": v for k, v in (base.get("noise_ceiling") or {}).items()})
     return out
+
+
+def reuse_actors(resources: Resources) -> bool:
+    """Whether a finished trial's process runs the next trial (Tune's ``reuse_actors``; its default is off).
+
+    On for single-worker trials, which train in the trial process itself: the next trial then skips starting a
+    Python process and importing torch and lensearch, and finds the training data already in memory
+    (:mod:`lensearch.data.dataset`'s per-process cache). Everything a trial depends on is set up again by
+    :func:`~lensearch.training.loop.fit` (seeds, threads, model, optimizer, loaders). Off for multi-worker trials:
+    their process only drives a Ray Train run, whose own actors start anew for every trial anyway.
+    """
+    return resources.workers == 1
 
 
 def _fit_noting_interrupt(tuner):

@@ -23,7 +23,8 @@ count, on images put back into data units (normalization inverted) and unit-scal
 
 Checkpoints live in ``run.dir/checkpoints``: ``last.pt`` every epoch and ``best.pt`` when the
 monitored metric improves, written by rank 0 atomically. A run that finds ``last.pt`` continues after
-its epoch (resume after an interruption).
+its epoch (resume after an interruption). The sample grid of the best epoch, ``samples.png``, is drawn where the
+run may end (:class:`GridSchedule`).
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ def fit(config: dict[str, Any], run: RunInfo, ctx: RunContext) -> dict[str, Any]
             return state["metrics"]
 
     last: dict[str, Any] = {}
+    grid, grids = None, GridSchedule(run.grid_epochs)  # the best epoch's sample grid, drawn when due
     for epoch in range(start_epoch, tcfg["epochs"] + 1):
         t0 = time.perf_counter()
         sums: dict[str, float] = {}  # image-weighted sums of the step's outputs (train_loss, train_d_loss, ...)
@@ -276,8 +278,13 @@ def fit(config: dict[str, Any], run: RunInfo, ctx: RunContext) -> dict[str, Any]
             }
             save_checkpoint(payload, ckpt_dir / "last.pt", best_path=ckpt_dir / "best.pt" if improved else None)
             if improved:
-                _save_sample_grid(evaluator, norm, val_set, ctx.device, run_dir / SAMPLE_GRID, run.scale)
-            publish_checkpoint(run, improved, SAMPLE_GRID)  # to the run's stored folder, before the report
+                grid = _sample_panels(evaluator, norm, val_set, ctx.device, run.scale)
+            drawn = grid is not None and grids.due(epoch, tcfg["epochs"], bool(metrics.get("time_limit_reached")))
+            if drawn:
+                render_grid(*grid, run_dir / SAMPLE_GRID)
+                grid = None
+            # to the run's stored folder, before the report
+            publish_checkpoint(run, improved, SAMPLE_GRID if drawn else None)
         metrics["epoch_time_s"] = time.perf_counter() - t0
         metrics["checkpoint_dir"] = stored_dir(run, ckpt_dir)  # where the driver finds it (a URI too)
         _fault_point(run, epoch, ctx)
@@ -399,20 +406,54 @@ def evaluate(model, step, norm, data_path: str, ctx: RunContext, *, max_images: 
     return out
 
 
-@torch.no_grad()
-def _save_sample_grid(model, norm, dataset, device, path: Path, scale: int, count: int = 4) -> None:
-    """LR | bicubic | SR | HR | residual for the first few validation images (a PNG, for MLflow)."""
-    from lensearch.training.sample_grid import render_grid
+GRID_INTERVAL_S = 30.0  # with known stopping epochs, the longest a drawn grid may lag the best epoch
 
+
+class GridSchedule:
+    """When the sample grid (``samples.png``: LR | bicubic | SR | HR | residual, for MLflow) of the best epoch
+    so far is drawn.
+
+    Drawing it takes matplotlib ~0.4 s on a CPU, as long as a short report's training, so it is drawn only
+    where the run may end: ``stop_epochs`` are the epochs after which the search's scheduler may stop the
+    trial (ASHA's rungs; ``run.grid_epochs``, set by the search driver), the last epoch, an epoch that hit
+    the time limit, and at least every :data:`GRID_INTERVAL_S` seconds (a search's time budget cuts trials at
+    any time). The panels are computed at the improving epoch itself, so a drawn grid always shows the best
+    epoch's model. ``stop_epochs=None`` (a run outside a search, a scheduler that may stop at any epoch):
+    drawn at every improving epoch.
+    """
+
+    def __init__(self, stop_epochs: list[int] | None):
+        self.stop_epochs = None if stop_epochs is None else {int(e) for e in stop_epochs}
+        self.last = time.perf_counter()
+
+    def due(self, epoch: int, epochs: int, ends: bool) -> bool:
+        now = time.perf_counter()
+        if (self.stop_epochs is None or epoch in self.stop_epochs or epoch >= epochs or ends
+                or now - self.last >= GRID_INTERVAL_S):
+            self.last = now
+            return True
+        return False
+
+
+@torch.no_grad()
+def _sample_panels(model, norm, dataset, device, scale: int, count: int = 4) -> tuple[torch.Tensor, ...] | None:
+    """LR, bicubic, SR and HR (CPU tensors) of the first few validation images, for :func:`render_grid`."""
     n = min(count, len(dataset))
     if n == 0:
-        return
+        return None
     items = [dataset[i] for i in range(n)]
     lr = torch.stack([it["lr"] for it in items]).to(device)
     hr = torch.stack([it["hr"] for it in items])
     model.eval()
     sr = norm.invert(model(norm.apply(lr, lr)).float(), lr).cpu()
     bic = torch.nn.functional.interpolate(lr.cpu(), scale_factor=scale, mode="bicubic", align_corners=False)
+    return lr.cpu(), bic, sr, hr
+
+
+def render_grid(lr, bicubic, sr, hr, path: Path) -> None:
+    """Write the grid PNG to ``path`` atomically."""
+    from lensearch.training.sample_grid import render_grid as render
+
     tmp = path.with_suffix(".tmp.png")
-    render_grid(lr.cpu(), bic, sr, hr, tmp)
+    render(lr, bicubic, sr, hr, tmp)
     os.replace(tmp, path)

@@ -71,13 +71,15 @@ def publish(run: RunInfo, *names: str) -> None:
             storage.upload(local / rel, storage.join(run.remote_dir, rel))
 
 
-def publish_checkpoint(run: RunInfo, improved: bool, sample_grid: str) -> None:
-    """After a save: ``last.pt`` always, ``best.pt`` and the sample grid when the epoch improved."""
+def publish_checkpoint(run: RunInfo, improved: bool, sample_grid: str | None) -> None:
+    """After a save: ``last.pt`` always, ``best.pt`` when the epoch improved, the sample grid when it was drawn."""
     if not run.remote_dir:
         return
     names = [f"{CHECKPOINTS}/last.pt"]
     if improved:
-        names += [f"{CHECKPOINTS}/best.pt", sample_grid]
+        names.append(f"{CHECKPOINTS}/best.pt")
+    if sample_grid:
+        names.append(sample_grid)
     publish(run, *names)
 
 

@@ -35,6 +35,7 @@ class RunInfo:
     latency_cache: str | None = None        # JSON file of latencies shared by a search's trials
     threads: int | None = None              # intra-op threads of each worker
     kill_at_epoch: int | None = None        # test-only fault injection (``training.loop._fault_point``)
+    grid_epochs: list[int] | None = None    # where a search may stop the run: the sample grid is drawn there
 
     def replace(self, **changes: Any) -> RunInfo:
         """A copy with ``changes`` (:func:`dataclasses.replace`)."""

@@ -102,6 +102,23 @@ def test_dataset_items_workers_and_pickle(store):
     assert "hr_clean" not in mem[0]
 
 
+def test_in_memory_splits_are_read_once_per_process_until_the_file_changes(store, tmp_path):
+    """A search's reused trial process finds the training split already in RAM; a rewritten file is read anew."""
+    from lensearch.data.dataset import clear_memory_cache
+
+    path, hr, lr, label, params = store
+    clear_memory_cache()
+    a, b = SRDataset(path, "train", in_memory=True), SRDataset(path, "train", in_memory=True)
+    assert a._memory["hr"] is b._memory["hr"]  # the same arrays: read once
+    assert SRDataset(path, "val", in_memory=True)._memory["hr"] is not a._memory["hr"]  # another split
+    write_h5(path, hr=hr + 1, lr=lr, label=label, params=params, param_names=["a", "b"],
+             class_names=["x", "y", "z"], hr_clean=hr * 0.5, attrs={"source": "test", "seed": 3})
+    c = SRDataset(path, "train", in_memory=True)
+    assert c._memory["hr"] is not a._memory["hr"]
+    np.testing.assert_array_equal(c[0]["hr"].numpy(), hr[c[0]["index"]] + 1)
+    clear_memory_cache()
+
+
 def test_dataset_augment_varies_per_draw(store):
     path = store[0]
     ds = SRDataset(path, "all", augment=build_augment({"flips": True, "rot90": True}))

@@ -238,3 +238,18 @@ def test_a_resumed_search_stops_a_trial_below_the_restored_rung_cutoff(ray_clust
     assert bad["state"] == "stopped early at epoch 1", bad["state"]
     after = dict(load(search_dir / STATE_FILE)["brackets"][0])
     assert after[1] == {good_id: good_value, bad["trial_id"]: pytest.approx(history[0][1])}
+
+
+@pytest.mark.parametrize("grace, rf, max_t", [(1, 3, 27), (3, 3, 27), (1, 2, 8), (2, 3, 10), (1, 2.5, 20)])
+def test_stop_epochs_are_the_rungs_of_rays_asha(grace, rf, max_t, tmp_path):
+    """The epochs at which trials draw their sample grid (samplers.stop_epochs) are where Ray's ASHA decides."""
+    from lensearch.search.samplers import make_scheduler, stop_epochs
+    from lensearch.search.schema import parse_search
+
+    search = parse_search({"name": "s", "objective": {"metric": "val_psnr", "mode": "max"},
+                           "early_stopping": {"name": "asha", "grace_period": grace, "reduction_factor": rf},
+                           "space": {"model": {"name": "espcn"}}}, tmp_path / "s.yaml")
+    rungs = [m for m, _ in make_scheduler(search, max_t)._brackets[0]._rungs]
+    assert stop_epochs(search, max_t) == sorted({math.ceil(m) for m in rungs} - {max_t})
+    assert stop_epochs(parse_search({**search.raw, "early_stopping": {"name": "none"}}, search.path), max_t) == []
+    assert stop_epochs(parse_search({**search.raw, "early_stopping": {"name": "median"}}, search.path), max_t) is None

@@ -113,6 +113,46 @@ def test_smoke_search_ddp_asha_and_mlflow(ray_cluster, tiny_h5, tmp_path):
         assert "samples.png" in artifacts and "checkpoint" in artifacts
 
 
+def test_single_worker_trials_reuse_their_process_and_train_as_in_a_fresh_one(ray_cluster, tiny_h5, tmp_path):
+    """Tune's reuse_actors (search/tuner.py): 4 single-worker trials on 2 CPUs run in 2 processes, and the same
+    configuration trained first in a fresh process and last in a reused one reports the same numbers (nothing a
+    trial sets up leaks into the next)."""
+    from ray import tune
+
+    doc = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    good = doc["searcher"]["initial_points"][0]
+    other = {**good, "optimizer.adam.lr": 1e-3, "normalization": "none"}
+    points = [good, other, {**other, "optimizer.adam.lr": 5e-4}, good]
+    path = _smoke_copy(tmp_path, tiny_h5, name="reuse", budget={"num_samples": 4, "max_epochs": 2},
+                       early_stopping={"name": "none"}, resources={"workers": 1},
+                       searcher={"name": "random", "seed": 0, "initial_points": points})
+
+    class Pids(tune.Callback):
+        def __init__(self):
+            self.reports, self.order = {}, []
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.order.append(trial.trial_id)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.reports.setdefault(trial.trial_id, []).append((result["pid"], result["val_psnr"]))
+
+    seen = Pids()
+    outcome = run_search(load_search(path), SearchOptions(store=tmp_path / "mlruns", root=tmp_path, quiet=True,
+                                                          callbacks=[seen]))
+    assert [r.state for r in outcome.rows] == ["completed"] * 4
+    pids = [seen.reports[t][0][0] for t in seen.order]
+    assert len(set(pids)) == 2, pids
+    twice = [r.trial_id for r in outcome.rows if json.dumps(r.params, sort_keys=True, default=str)
+             == json.dumps(next(x.params for x in outcome.rows if x.params["optimizer.adam.lr"] == 2e-3),
+                           sort_keys=True, default=str)]
+    first, last = sorted(twice, key=seen.order.index)
+    assert seen.order.index(last) == 3 and pids[3] in pids[:2]  # the last trial ran in a process used before
+    assert [v for _, v in seen.reports[last]] == pytest.approx([v for _, v in seen.reports[first]], abs=1e-4)
+    for row in outcome.rows:  # every trial drew its best epoch's grid (at its last epoch, with no early stopping)
+        assert (outcome.search_dir / "trials" / row.trial_id / "samples.png").exists()
+
+
 def test_multi_objective_search_marks_a_pareto_front(ray_cluster, tiny_h5, tmp_path):
     path = _smoke_copy(tmp_path, tiny_h5, name="mo",
                        objective=[{"metric": "val_psnr", "mode": "max"}, {"metric": "params", "mode": "min"}],

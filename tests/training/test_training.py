@@ -144,3 +144,20 @@ def test_diverging_loss_fails_naming_epoch_and_step(tiny_h5, tmp_path):
 def test_bad_run_configurations_name_the_key(config, message):
     with pytest.raises(UserError, match=message):
         check_run_config(config)
+
+
+def test_the_sample_grid_is_drawn_where_the_run_may_end(monkeypatch):
+    """GridSchedule: every improving epoch without known stopping epochs; else at those epochs, the last one,
+    the time limit and at least every GRID_INTERVAL_S seconds."""
+    from lensearch.training import loop
+
+    anywhere = loop.GridSchedule(None)
+    assert all(anywhere.due(e, 9, False) for e in range(1, 10))
+    clock = [100.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+    asha = loop.GridSchedule([1, 3])
+    assert [e for e in range(1, 10) if asha.due(e, 9, False)] == [1, 3, 9]
+    assert asha.due(5, 9, True)  # this epoch hit the time limit
+    clock[0] += loop.GRID_INTERVAL_S
+    assert asha.due(6, 9, False) and not asha.due(7, 9, False)
+    assert [e for e in range(1, 4) if loop.GridSchedule([]).due(e, 3, False)] == [3]
