@@ -6,6 +6,7 @@ module imports another.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -88,6 +89,44 @@ print(cluster.address, flush=True)
 sys.stdin.read()          # until the test closes our stdin
 cluster.shutdown()
 """
+
+
+@contextlib.contextmanager
+def two_nodes_and_mlflow(root: Path, env: dict):
+    """A two-node Ray cluster (:data:`TWO_NODES`, in a child process) and an ``mlflow server`` on a free port
+    (sqlite and artifacts under ``root``), started side by side with ``env``; yields ``(Ray address, tracking
+    URI)`` once both are up, and ends both on exit (the server by its process group: uvicorn and its workers)."""
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+                               "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+                               "--default-artifact-root", (root / "artifacts").as_uri(), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    nodes = subprocess.Popen([sys.executable, "-c", TWO_NODES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env=env)
+    try:
+        address = nodes.stdout.readline().strip()
+        assert address, "the two-node cluster did not start"
+        uri = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield address, uri
+    finally:
+        nodes.stdin.close()
+        try:
+            nodes.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            nodes.kill()
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
 
 
 def free_port() -> int:

@@ -17,19 +17,14 @@ from mlflow.tracking import MlflowClient
 
 from lensearch.cli import main
 from lensearch.search.tracking import default_tracking_uri
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import free_port
 
 
 def test_ui_serves_the_default_store(tmp_path):
     store = tmp_path / "mlruns"
     client = MlflowClient(default_tracking_uri(store))
     client.create_experiment("smoke")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lensearch", "ui", "--store", str(store), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -90,7 +85,7 @@ def test_ui_stopped_by_its_pid_ends_the_server_and_all_its_processes(tmp_path, s
     """`kill PID` / `kill -INT PID` on `lensearch ui` (not on its group) leaves no MLflow server behind."""
     store = tmp_path / "mlruns"
     MlflowClient(default_tracking_uri(store)).create_experiment("e")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lensearch", "ui", "--store", str(store), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     family: set[int] = set()

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lensearch.cli import main
+from helpers import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -31,12 +31,6 @@ pytestmark = [
     pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                        reason="headless Chromium is not installed (apt-get install chromium chromium-driver)"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -79,7 +73,7 @@ def _wait_text(driver, *needles: str) -> str:
 def ui(report_search, tmp_path):
     """`lensearch ui` on the search's store, on a free port; yields (base URL, the links it printed)."""
     store = report_search.search_dir.parents[1]
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "ui.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "lensearch", "ui", "--store", str(store), "--port", str(port)],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TWO_NODES, free_port
+from helpers import two_nodes_and_mlflow
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.ray
@@ -164,27 +164,8 @@ def test_a_search_on_a_two_node_cluster_logs_to_an_mlflow_server(tiny_h5, tmp_pa
     """`lensearch tune --address HOST:PORT --tracking-uri http://...`: a real two-node Ray cluster (two raylets,
     one CPU each) and a real `mlflow server`; the trials run on both nodes and every trial is logged through the
     server. (Storage is the shared local filesystem: both nodes are on this machine.)"""
-    import urllib.request
-
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
-    port = free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                               "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
-    nodes = subprocess.Popen([sys.executable, "-c", TWO_NODES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True, env=env)
-    try:
-        address = nodes.stdout.readline().strip()
-        assert address, "the two-node cluster did not start"
-        uri = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with two_nodes_and_mlflow(tmp_path, env) as (address, uri):
         proc = _tune(_search_file(tmp_path, tiny_h5, "spread", 4, 2), tmp_path / "mlruns", "--address", address,
                      "--tracking-uri", uri)
         out, err = proc.communicate(timeout=300)
@@ -202,16 +183,3 @@ def test_a_search_on_a_two_node_cluster_logs_to_an_mlflow_server(tiny_h5, tmp_pa
         for results in (Path(result["search_dir"]) / "tune").glob("*/result.json"):
             used |= {json.loads(line)["node_id"] for line in results.read_text().splitlines() if line.strip()}
         assert len(used) == 2, used  # both nodes ran trials
-    finally:
-        nodes.stdin.close()
-        try:
-            nodes.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            nodes.kill()
-        import signal
-
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers: the session it was started in
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)

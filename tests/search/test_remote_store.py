@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +18,7 @@ import yaml
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
 
-from helpers import TWO_NODES, free_port  # noqa: E402
+from helpers import two_nodes_and_mlflow  # noqa: E402
 from s3server import BUCKET, s3_server  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -49,36 +46,8 @@ def s3_cluster(tiny_h5, tmp_path_factory):
                "LENSEARCH_CACHE": str(root / "cache")}
         data_uri = f"s3://{BUCKET}/data/tiny.h5"
         storage.upload(tiny_h5, data_uri)
-        port = free_port()
-        server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
-                                   "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-                                   "--default-artifact-root", (root / "artifacts").as_uri(), "--workers", "1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                  env=env)
-        nodes = subprocess.Popen([sys.executable, "-c", TWO_NODES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True, env=env)
-        try:
-            address = nodes.stdout.readline().strip()
-            assert address, "the two-node cluster did not start"
-            uri = f"http://127.0.0.1:{port}"
-            for _ in range(120):
-                try:
-                    urllib.request.urlopen(f"{uri}/health", timeout=2)
-                    break
-                except OSError:
-                    time.sleep(0.5)
+        with two_nodes_and_mlflow(root, env) as (address, uri):
             yield env, address, uri, data_uri, f"s3://{BUCKET}/lensearch"
-        finally:
-            nodes.stdin.close()
-            try:
-                nodes.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                nodes.kill()
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
 
 
 def test_a_search_stored_in_s3_on_two_nodes_exports_and_reports_from_the_bucket(s3_cluster, tmp_path):
